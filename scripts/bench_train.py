@@ -1,0 +1,188 @@
+"""Framework vs bare PyTorch loop: steps/s of the same GAN, alternating the two in one run.
+
+    python scripts/bench_train.py --experiment mnist_paper --steps 300 --repeats 3
+    python scripts/bench_train.py --experiment mnist_pytorch_gan --device cuda --precision bf16-mixed
+
+(a) the real framework: GAN LightningModule, DataModule, Trainer with the experiment's default callbacks
+    and logger (CSV); the time of the training batches only (epoch-end evaluation is timed separately
+    by scripts/bench_epoch.py);
+(b) a bare loop: the same networks, optimisers, schedules, batch size and in-memory data, the same
+    update written inline.
+Prints steps/s of each, the median ratio a/b, and peak memory; a JSON summary on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from lightning import Callback, seed_everything
+from omegaconf import open_dict
+
+from gan.losses import discriminator_loss, generator_loss
+from gan.utils.instantiate import instantiate_callbacks, instantiate_loggers
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def compose_config(args, output_dir: str):
+    overrides = [f"experiment={args.experiment}", f"data.root={args.data_root}", f"paths.output_dir={output_dir}",
+                 f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", "trainer.devices=1",
+                 f"trainer.precision={args.precision}", f"model.compile={str(args.compile).lower()}",
+                 "extras.print_config=false", *args.overrides]  # fmt: skip
+    with initialize_config_module(config_module="gan.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.callbacks.pop("rich_progress_bar", None) if args.no_progress_bar else None
+    return cfg
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class StepTimer(Callback):
+    """Wall time of training batches [warmup, warmup + steps)."""
+
+    def __init__(self, warmup: int, device: str) -> None:
+        self.warmup, self.device, self.start, self.seconds = warmup, device, None, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            sync(self.device)
+            self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        sync(self.device)
+        self.seconds = time.perf_counter() - self.start
+
+
+def run_framework(cfg, args) -> float:
+    seed_everything(cfg.seed)
+    datamodule, model = instantiate(cfg.data), instantiate(cfg.model)
+    timer = StepTimer(args.warmup, args.device)
+    callbacks = [*instantiate_callbacks(cfg.callbacks), timer]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger), max_epochs=1,
+                          limit_train_batches=args.warmup + args.steps, limit_val_batches=0,
+                          enable_model_summary=False)  # fmt: skip
+    trainer.fit(model, datamodule=datamodule)
+    return args.steps / timer.seconds
+
+
+def run_bare(cfg, args) -> float:
+    """The same update as the framework, written as a plain loop over in-memory tensors."""
+    seed_everything(cfg.seed)
+    device = torch.device(args.device)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    data = datamodule.images("train").to(device)
+    model = instantiate(cfg.model)
+    generator, discriminator, noise = model.generator.to(device), model.discriminator.to(device), model.noise.to(device)
+    if args.compile:
+        generator.compile()
+        discriminator.compile()
+    opt_g, opt_d = model.g_optimizer(params=generator.parameters()), model.d_optimizer(params=discriminator.parameters())
+    sched_g = model.g_scheduler(optimizer=opt_g) if model.g_scheduler is not None else None
+    sched_d = model.d_scheduler(optimizer=opt_d) if model.d_scheduler is not None else None
+    batch_size, simultaneous = cfg.data.batch_size, cfg.model.update_scheme == "simultaneous"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
+    order = torch.randperm(len(data), device=device)
+    start = None
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            sync(args.device)
+            start = time.perf_counter()
+        real = data[order[step * batch_size : (step + 1) * batch_size]]
+        with autocast:
+            if simultaneous:
+                fake = generator(noise(batch_size))
+                fake_input = fake.detach().requires_grad_()
+                real_logits, fake_logits = discriminator(real), discriminator(fake_input)
+                d_loss = discriminator_loss(real_logits, fake_logits)
+                (grad_fake,) = torch.autograd.grad(generator_loss(fake_logits), fake_input, retain_graph=True)
+                opt_d.zero_grad(set_to_none=True)
+                opt_g.zero_grad(set_to_none=True)
+                (d_loss + (fake * grad_fake).sum()).backward()
+            else:
+                with torch.no_grad():
+                    fake = generator(noise(batch_size))
+                d_loss = discriminator_loss(discriminator(real), discriminator(fake))
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                discriminator.requires_grad_(False)
+                g_loss = generator_loss(discriminator(generator(noise(batch_size))))
+                opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                discriminator.requires_grad_(True)
+        if simultaneous:
+            opt_d.step()
+        opt_g.step()
+        for scheduler in (sched_g, sched_d):
+            if scheduler is not None:
+                scheduler.step()
+    sync(args.device)
+    return args.steps / (time.perf_counter() - start)
+
+
+def peak_memory(device: str) -> str:
+    if device == "cuda":
+        return f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB (CUDA, peak allocated)"
+    import resource
+
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB (process peak RSS)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="mnist_paper")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--no-progress-bar", action="store_true", help="drop the rich progress bar callback")
+    parser.add_argument("--data-root", default=os.environ.get("GAN_DATA_ROOT", str(DEFAULT_DATA)))
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs, e.g. data.batch_size=64")
+    args = parser.parse_args()
+
+    rates: dict[str, list[float]] = {"framework": [], "bare": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            pair = [("framework", run_framework), ("bare", run_bare)]
+            for name, run in pair if repeat % 2 == 0 else pair[::-1]:  # ABBA order: drift cancels
+                gc.collect()
+                cfg = compose_config(args, f"{tmp}/{name}{repeat}")
+                if args.device == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                rate = run(cfg, args)
+                rates[name].append(rate)
+                print(f"repeat {repeat} {name:9s} {rate:8.1f} steps/s  peak memory {peak_memory(args.device)}", flush=True)
+    ratios = [a / b for a, b in zip(rates["framework"], rates["bare"])]
+    summary = {
+        "experiment": args.experiment, "device": args.device, "precision": args.precision, "compile": args.compile,
+        "steps": args.steps, "framework_steps_per_s": statistics.median(rates["framework"]),
+        "bare_steps_per_s": statistics.median(rates["bare"]), "ratio_median": statistics.median(ratios),
+        "ratio_of_medians": statistics.median(rates["framework"]) / statistics.median(rates["bare"]),
+        "ratios": ratios,
+    }  # fmt: skip
+    print(f"framework / bare = {summary['ratio_median']:.3f} (median of {args.repeats} paired ratios; ratio of median "
+          f"rates {summary['ratio_of_medians']:.3f}; per repeat: "
+          + ", ".join(f"{r:.3f}" for r in ratios) + ")")  # fmt: skip
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

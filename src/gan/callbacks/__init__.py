@@ -1,0 +1,10 @@
+"""Evaluation, visualisation and safety, kept out of the model (each configured in conf/callbacks/)."""
+
+from gan.callbacks.divergence import DivergenceGuard
+from gan.callbacks.figures import PaperFigures, ToyDensityPlot
+from gan.callbacks.parzen import ParzenLogLikelihood
+from gan.callbacks.quality import SampleQuality
+from gan.callbacks.run_config import StoreRunConfig
+from gan.callbacks.samples import SampleGrid
+
+__all__ = ["DivergenceGuard", "PaperFigures", "ParzenLogLikelihood", "SampleGrid", "SampleQuality", "StoreRunConfig", "ToyDensityPlot"]

@@ -1,0 +1,98 @@
+"""The paper's Parzen-window log-likelihood as a callback: a quick estimate at validation, the full
+protocol at test time, the same number on one process and under DDP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+
+from gan.data.scaling import is_invertible
+from gan.errors import ConfigError
+from gan.metrics.parzen import DEFAULT_SIGMAS, ParzenResult, parzen_protocol, validate_inputs
+
+
+def gather_samples(trainer: Trainer, pl_module: LightningModule, n: int, seed: int, batch_size: int) -> torch.Tensor:
+    """n generator samples, identical on every rank: each rank draws its share with its own seed, then all_gather."""
+    world, rank = trainer.world_size, trainer.global_rank
+    per_rank = -(-n // world)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)
+    local = torch.cat([
+        pl_module.sample(min(batch_size, per_rank - start), generator=generator).float()
+        for start in range(0, per_rank, batch_size)
+    ])  # fmt: skip
+    if world == 1:
+        return local
+    return pl_module.all_gather(local).flatten(0, 1)[:n]
+
+
+class ParzenLogLikelihood(Callback):
+    """Logs `val/parzen_ll` at every validation and `test/parzen_ll`, `test/parzen_se`, `test/parzen_sigma`.
+
+    Validation (quick): `val_samples` centres; sigma picked on the first `select_points` validation images,
+    the log-likelihood reported on the next `val_points` (never on the test set, so it can pick models).
+    Test (the paper's protocol): `test_samples` centres, sigma on the first `test_select_points` validation
+    images (MNIST: 1,000; null: the whole validation split, as for TFD), the whole test set (or its first
+    `test_points`).
+    Pixels are compared in [0, 1] whenever the data scaling is invertible (unit, symmetric).
+    """
+
+    def __init__(
+        self,
+        val_samples: int = 2000,
+        val_points: int = 1000,
+        select_points: int = 1000,
+        test_samples: int = 10000,
+        test_points: int | None = None,
+        test_select_points: int | None = 1000,
+        sigmas: Sequence[float] = DEFAULT_SIGMAS,
+        seed: int = 0,
+        sample_batch_size: int = 1000,
+    ) -> None:
+        self.val_samples, self.val_points, self.select_points = val_samples, val_points, select_points
+        self.test_samples, self.test_points, self.test_select_points = test_samples, test_points, test_select_points
+        self.sigmas, self.seed, self.sample_batch_size = [float(s) for s in sigmas], seed, sample_batch_size
+        self.last_result: ParzenResult | None = None
+
+    def _score(self, trainer: Trainer, pl_module: LightningModule, n_samples: int, select, score) -> ParzenResult:
+        datamodule = trainer.datamodule
+        as_pixels = datamodule.to_unit_range if is_invertible(datamodule.scaling) else (lambda x: x)
+        centres = as_pixels(gather_samples(trainer, pl_module, n_samples, self.seed, self.sample_batch_size)).flatten(1)
+        select, score = as_pixels(select).flatten(1), as_pixels(score).flatten(1)
+        validate_inputs(centres, select, score, sigmas=self.sigmas)
+        world, rank = trainer.world_size, trainer.global_rank
+        return parzen_protocol(
+            centres,
+            select[rank::world],
+            score[rank::world],
+            self.sigmas,
+            reduce_sum=lambda t: trainer.strategy.reduce(t, reduce_op="sum"),
+            check_inputs=False,
+        )
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        val = trainer.datamodule.images("val")
+        select = val[: self.select_points]
+        score = val[self.select_points : self.select_points + self.val_points]
+        if len(score) == 0:
+            raise ConfigError(
+                f"the validation split has {len(val)} images, too few for callbacks.parzen.select_points="
+                f"{self.select_points} plus val_points={self.val_points}; lower them or enlarge data.val_size"
+            )
+        result = self._score(trainer, pl_module, self.val_samples, select, score)
+        # Every rank holds the same value; sync_dist averages identical numbers (and keeps Lightning quiet).
+        pl_module.log_dict({"val/parzen_ll": result.ll, "val/parzen_sigma": result.sigma}, sync_dist=True)
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        select = trainer.datamodule.images("val")[: self.test_select_points]
+        test = trainer.datamodule.images("test")
+        score = test[: self.test_points] if self.test_points else test
+        self.last_result = self._score(trainer, pl_module, self.test_samples, select, score)
+        pl_module.log_dict(
+            {"test/parzen_ll": self.last_result.ll, "test/parzen_se": self.last_result.se,
+             "test/parzen_sigma": self.last_result.sigma},
+            sync_dist=True,
+        )  # fmt: skip

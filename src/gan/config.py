@@ -1,0 +1,113 @@
+"""Checks a composed config before anything is built, so a bad override fails in a second with one line.
+
+Hydra already rejects unknown groups, options and misspelt keys (configs are in struct mode); this
+module checks values: ranges, allowed choices, and that data and networks agree on the image shape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from gan.choices import G_LOSSES, NOISE_DISTRIBUTIONS, SCALINGS, UPDATE_SCHEMES
+from gan.errors import ConfigError
+
+Check = Callable[[Any], bool]
+MISSING = object()
+
+
+def _int_at_least(low: int) -> Check:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _unit_interval_open_right(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+
+
+def _one_of(choices) -> Check:
+    return lambda v: v in choices
+
+
+def _shape(v: Any) -> bool:
+    return isinstance(v, (list, tuple, ListConfig)) and len(v) > 0 and all(_int_at_least(1)(d) for d in v)
+
+
+def _optional(check: Check) -> Check:
+    return lambda v: v is None or check(v)
+
+
+# key -> (check, what is allowed, an example of a good value)
+RULES: dict[str, tuple[Check, str, str]] = {
+    "seed": (_optional(_int_at_least(0)), "a non-negative integer or null", "1234"),
+    "model.k": (_int_at_least(1), "an integer >= 1", "1"),
+    "model.update_scheme": (_one_of(UPDATE_SCHEMES), "one of " + ", ".join(UPDATE_SCHEMES), "simultaneous"),
+    "model.g_loss": (_one_of(G_LOSSES), "one of " + ", ".join(G_LOSSES), "non_saturating"),
+    "model.noise.dim": (_int_at_least(1), "an integer >= 1", "100"),
+    "model.noise.distribution": (_one_of(NOISE_DISTRIBUTIONS), "one of " + ", ".join(NOISE_DISTRIBUTIONS), "uniform"),
+    "model.g_optimizer.lr": (_positive_number, "a number > 0", "0.1"),
+    "model.d_optimizer.lr": (_positive_number, "a number > 0", "0.1"),
+    "model.g_optimizer.momentum": (_unit_interval_open_right, "a number in [0, 1)", "0.5"),
+    "model.d_optimizer.momentum": (_unit_interval_open_right, "a number in [0, 1)", "0.5"),
+    "model.g_scheduler.momentum_start": (_unit_interval_open_right, "a number in [0, 1)", "0.5"),
+    "model.g_scheduler.momentum_end": (_unit_interval_open_right, "a number in [0, 1)", "0.7"),
+    "model.d_scheduler.momentum_start": (_unit_interval_open_right, "a number in [0, 1)", "0.5"),
+    "model.d_scheduler.momentum_end": (_unit_interval_open_right, "a number in [0, 1)", "0.7"),
+    "model.g_scheduler.decay_factor": (lambda v: _positive_number(v) and v >= 1, "a number >= 1", "1.000004"),
+    "model.d_scheduler.decay_factor": (lambda v: _positive_number(v) and v >= 1, "a number >= 1", "1.000004"),
+    "model.ema_decay": (_optional(lambda v: _positive_number(v) and v < 1), "null or a number in (0, 1)", "0.999"),
+    "data.batch_size": (_int_at_least(1), "an integer >= 1", "100"),
+    "data.eval_batch_size": (_int_at_least(1), "an integer >= 1", "1000"),
+    "data.scaling": (_one_of(SCALINGS), "one of " + ", ".join(SCALINGS), "unit"),
+    "data.shape": (_shape, "a list of positive integers", "[1,28,28]"),
+    "data.num_workers": (_int_at_least(0), "an integer >= 0", "0"),
+    "data.val_size": (_int_at_least(1), "an integer >= 1", "10000"),
+    "data.gcn_scale": (_positive_number, "a number > 0", "55"),
+    "data.fold": (_one_of(range(5)), "one of 0, 1, 2, 3, 4", "0"),
+    "trainer.max_epochs": (_optional(_int_at_least(-1)), "an integer >= -1 (-1: no limit)", "100"),
+    "trainer.devices": (lambda v: v == "auto" or _int_at_least(1)(v) or isinstance(v, (list, ListConfig)),
+                        "an integer >= 1, a list of device ids, or auto", "1"),
+    "trainer.num_nodes": (_int_at_least(1), "an integer >= 1", "1"),
+}
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    try:
+        value = OmegaConf.select(cfg, key, default=MISSING, throw_on_missing=True)
+    except Exception as error:  # an interpolation that cannot resolve, a ??? value
+        raise ConfigError(f"{key} cannot be resolved ({error}); set it on the command line, e.g. {key}=...") from None
+    if isinstance(value, (DictConfig, ListConfig)):
+        return value if isinstance(value, ListConfig) else MISSING
+    return value
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line: key, bad value, what is allowed) for the first invalid value."""
+    for key, (check, allowed, example) in RULES.items():
+        value = _value(cfg, key)
+        if value is MISSING:
+            continue
+        if not check(value):
+            shown = list(value) if isinstance(value, ListConfig) else value
+            raise ConfigError(f"{key}={shown!r} is invalid: must be {allowed} (e.g. {key}={example})")
+    _check_shapes(cfg)
+
+
+def _check_shapes(cfg: DictConfig) -> None:
+    data_shape = _value(cfg, "data.shape")
+    if data_shape is MISSING:
+        return
+    data_shape = list(data_shape)
+    for key in ("model.generator.out_shape", "model.discriminator.in_shape"):
+        shape = _value(cfg, key)
+        if shape is not MISSING and list(shape) != data_shape:
+            raise ConfigError(
+                f"{key}={list(shape)} does not match data.shape={data_shape}; networks and data must agree "
+                f"(remove the override of {key}, or pick a data config with that shape)"
+            )

@@ -1,0 +1,18 @@
+"""LightningDataModules for the paper's datasets, each configured by a file in conf/data/."""
+
+from gan.data.base import InMemoryImageDataModule
+from gan.data.cifar10 import CIFAR10DataModule
+from gan.data.loader import TensorBatchLoader
+from gan.data.mnist import FashionMNISTDataModule, MNISTDataModule
+from gan.data.tfd import TFDDataModule
+from gan.data.toy import Toy1DDataModule
+
+__all__ = [
+    "CIFAR10DataModule",
+    "FashionMNISTDataModule",
+    "InMemoryImageDataModule",
+    "MNISTDataModule",
+    "TFDDataModule",
+    "TensorBatchLoader",
+    "Toy1DDataModule",
+]

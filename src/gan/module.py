@@ -1,0 +1,197 @@
+"""The GAN LightningModule: Algorithm 1 of the paper and the released code's simultaneous update."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from lightning import LightningModule
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from gan.losses import discriminator_loss, generator_loss
+from gan.networks.layers import apply_max_norm, has_max_norm
+
+
+
+class GAN(LightningModule):
+    """Trains `generator` against `discriminator` with manual optimization.
+
+    update_scheme="alternating" is Algorithm 1: every batch is one discriminator step (fresh data, fresh
+    noise); after every k-th, one generator step on fresh noise.
+    update_scheme="simultaneous" is the released code: one data batch and one noise batch, both gradients
+    taken at the current parameters (G's through the same dropout-masked D pass), then both nets step.
+    With k > 1 the batches in between are discriminator-only steps. Either way: k D steps per G step.
+
+    Randomness inside a step (noise, dropout) is seeded by (seed, rank, batch count): ranks draw different
+    noise, and a resumed run repeats an uninterrupted one exactly.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        noise: nn.Module,
+        g_optimizer: Callable[..., Optimizer],
+        d_optimizer: Callable[..., Optimizer],
+        g_scheduler: Callable | None = None,
+        d_scheduler: Callable | None = None,
+        update_scheme: str = "simultaneous",
+        k: int = 1,
+        g_loss: str = "non_saturating",
+        seed: int = 0,
+        ema_decay: float | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator, self.discriminator, self.noise = generator, discriminator, noise
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.g_scheduler, self.d_scheduler = g_scheduler, d_scheduler
+        self.update_scheme, self.k, self.g_loss, self.seed = update_scheme, k, g_loss, seed
+        self.compile_networks = compile
+        self.generator_ema = None
+        if ema_decay:
+            self.generator_ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.generator_ema.requires_grad_(False)
+        self.constrain_g, self.constrain_d = has_max_norm(generator), has_max_norm(discriminator)
+        self.batches_seen = 0  # training batches over the whole run; drives k, seeding and schedules
+        self.steps = {"g": 0, "d": 0}
+
+    # --- the GAN step -------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        real = batch[0] if isinstance(batch, (list, tuple)) else batch
+        torch.manual_seed(hash((self.seed, self.global_rank, self.batches_seen)) % 2**63)
+        generator_turn = (self.batches_seen + 1) % self.k == 0
+        if self.update_scheme == "simultaneous" and generator_turn:
+            stats = self._simultaneous_step(real)
+        else:
+            stats = self._discriminator_step(real)
+            if generator_turn:
+                stats.update(self._generator_step(real.shape[0]))
+        # Only on the batches Lightning writes to the loggers: self.log costs ~1 ms a call on the hot path.
+        every = self.trainer.log_every_n_steps  # 0: logging off
+        if every and (self.batches_seen + 1) % every == 0:
+            self.log_dict({f"train/{name}": value for name, value in stats.items()}, prog_bar=False)
+        self.batches_seen += 1
+        return stats
+
+    def _discriminator_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        opt_d = self.optimizers()[1]
+        with torch.no_grad():
+            fake = self.generator(self.noise(real.shape[0]))
+        with self.toggled_optimizer(opt_d):
+            real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+            d_loss = discriminator_loss(real_logits, fake_logits)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            self._step("d", opt_d)
+        return {"d_loss": d_loss.detach(), **self._d_outputs(real_logits, fake_logits)}
+
+    def _generator_step(self, batch_size: int) -> dict[str, torch.Tensor]:
+        opt_g = self.optimizers()[0]
+        with self.toggled_optimizer(opt_g):
+            g_loss = generator_loss(self.discriminator(self.generator(self.noise(batch_size))), self.g_loss)
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+            self._step("g", opt_g)
+        return {"g_loss": g_loss.detach()}
+
+    def _simultaneous_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        opt_g, opt_d = self.optimizers()
+        fake = self.generator(self.noise(real.shape[0]))
+        # D sees a detached copy so each backward reaches one network only (DDP's reducer needs that);
+        # G's gradient is carried across by hand: dL_G/dfake through D's own masked forward pass.
+        fake_input = fake.detach().requires_grad_()
+        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake_input)
+        d_loss = discriminator_loss(real_logits, fake_logits)
+        g_loss = generator_loss(fake_logits, self.g_loss)
+        (grad_fake,) = torch.autograd.grad(g_loss, fake_input, retain_graph=True)
+        opt_d.zero_grad(set_to_none=True)
+        opt_g.zero_grad(set_to_none=True)
+        # One backward for both nets: the two terms share no weights (fake_input is a leaf), so D's weights get
+        # dL_D/dθ_D and G's get dL_G/dθ_G, (fake * grad_fake).sum() having exactly that gradient w.r.t. θ_G.
+        self.manual_backward(d_loss + (fake * grad_fake).sum())
+        self._step("d", opt_d)
+        self._step("g", opt_g)
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **self._d_outputs(real_logits, fake_logits)}
+
+    # --- helpers of the step ------------------------------------------------------------------------------------
+    def _step(self, net: str, optimizer) -> None:
+        optimizer.step()
+        if (scheduler := self.net_schedulers[net]) is not None:
+            scheduler.step()
+        if net == "d" and self.constrain_d:
+            apply_max_norm(self.discriminator)
+        if net == "g":
+            if self.constrain_g:
+                apply_max_norm(self.generator)
+            if self.generator_ema is not None:
+                self.generator_ema.update_parameters(self.generator)
+        self.steps[net] += 1
+
+    @staticmethod
+    def _d_outputs(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"d_real": torch.sigmoid(real_logits.detach()).mean(), "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
+
+    # --- evaluation: D on held-out real data vs fresh samples -------------------------------------------------
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate_d(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate_d(batch, "test")
+
+    def _evaluate_d(self, batch, stage: str) -> None:
+        real = batch[0] if isinstance(batch, (list, tuple)) else batch
+        fake = self.sample(real.shape[0])
+        d_real, d_fake = self._d_outputs(self.discriminator(real), self.discriminator(fake)).values()
+        self.log_dict({f"{stage}/d_real": d_real, f"{stage}/d_fake": d_fake}, sync_dist=True)
+
+    @torch.no_grad()
+    def sample(self, n: int, noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images (or one per row of `noise`) from the evaluation generator (the EMA one when enabled)."""
+        net = self.generator_ema.module if self.generator_ema is not None else self.generator
+        was_training = net.training
+        net.eval()
+        images = net(noise if noise is not None else self.noise(n, generator=generator))
+        net.train(was_training)
+        return images
+
+    # --- set-up --------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and datamodule is not None and hasattr(self.generator, "init_output_bias"):
+            self.generator.init_output_bias(datamodule.pixel_mean())
+            if self.generator_ema is not None:
+                self.generator_ema.module.load_state_dict(self.generator.state_dict())
+
+    def configure_model(self) -> None:
+        if self.compile_networks:
+            self.generator.compile()
+            self.discriminator.compile()
+
+    def configure_optimizers(self):
+        opt_g = self.g_optimizer(params=self.generator.parameters())
+        opt_d = self.d_optimizer(params=self.discriminator.parameters())
+        self.net_schedulers = {
+            "g": self.g_scheduler(optimizer=opt_g) if self.g_scheduler is not None else None,
+            "d": self.d_scheduler(optimizer=opt_d) if self.d_scheduler is not None else None,
+        }
+        return [
+            {"optimizer": opt, **({"lr_scheduler": sched} if sched is not None else {})}
+            for opt, sched in ((opt_g, self.net_schedulers["g"]), (opt_d, self.net_schedulers["d"]))
+        ]
+
+    def on_train_epoch_start(self) -> None:
+        for scheduler in self.net_schedulers.values():
+            if hasattr(scheduler, "set_epoch"):
+                scheduler.set_epoch(self.current_epoch)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["gan_counters"] = {"batches_seen": self.batches_seen, **self.steps}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        counters = checkpoint.get("gan_counters", {})
+        self.batches_seen = counters.get("batches_seen", 0)
+        self.steps = {"g": counters.get("g", 0), "d": counters.get("d", 0)}

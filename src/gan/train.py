@@ -1,0 +1,115 @@
+"""gan-train: compose a config with Hydra, train, then evaluate.
+
+    gan-train                                   # the paper's MNIST GAN (experiment=mnist_paper)
+    gan-train experiment=mnist_algorithm1 model.k=2 trainer.max_epochs=5 seed=3
+    gan-train -m model.k=1,2,5 seed=1,2,3       # a sweep, one folder per job
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from gan.config import validate_config
+from gan.errors import ConfigError
+from gan.utils.run import print_config, user_errors_reported
+
+log = logging.getLogger("gan")
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from, refusing to train over another run's checkpoints."""
+    from gan.utils.checkpoints import load_checkpoint
+
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if cfg.get("ckpt_path"):
+        load_checkpoint(cfg.ckpt_path)
+        return str(cfg.ckpt_path)
+    if last.exists():
+        if cfg.get("auto_resume"):
+            load_checkpoint(last)
+            log.info("resuming from %s", last)
+            return str(last)
+        raise ConfigError(
+            f"{last.parent} already holds checkpoints of an earlier run; pass auto_resume=true to continue it, "
+            "ckpt_path=... to resume from a checkpoint, or choose a new hydra.run.dir"
+        )
+    return None
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Build everything the config names, fit, test; returns the final metrics."""
+    validate_config(cfg)
+    # Torch and Lightning load only after validation, so a bad override fails in about a second.
+    from hydra.utils import instantiate
+    from lightning import seed_everything
+
+    from gan.callbacks.run_config import StoreRunConfig
+    from gan.utils.checkpoints import architecture_errors_explained
+    from gan.utils.cluster import cluster_plugins
+    from gan.utils.instantiate import instantiate_callbacks, instantiate_loggers
+
+    if cfg.get("extras", {}).get("print_config"):
+        print_config(cfg)
+    if cfg.get("seed") is not None:
+        seed_everything(cfg.seed, workers=True)
+    ckpt_path = resolve_ckpt_path(cfg)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), StoreRunConfig(run_config)]
+    loggers = instantiate_loggers(cfg.get("logger"))
+    plugins = [*instantiate(cfg.trainer.get("plugins") or []), *cluster_plugins()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    for logger in loggers:
+        logger.log_hyperparams(run_config)
+
+    metrics: dict[str, float] = {}
+    try:
+        if cfg.get("train", True):
+            with architecture_errors_explained(ckpt_path):
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            metrics.update(_metrics(trainer))
+        if cfg.get("test", True):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            test_ckpt = best or (None if cfg.get("train", True) else ckpt_path)
+            with architecture_errors_explained(test_ckpt):
+                trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=False)
+            metrics.update(_metrics(trainer))
+    finally:
+        _finish_wandb(loggers)
+
+    if trainer.is_global_zero:
+        (Path(cfg.paths.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
+    return metrics
+
+
+def _metrics(trainer) -> dict[str, float]:
+    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+
+def _finish_wandb(loggers) -> None:
+    # Each job of a multirun must be its own W&B run (Lightning leaves the run open).
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://gan.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with user_errors_reported():
+        metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

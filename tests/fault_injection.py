@@ -1,0 +1,64 @@
+"""Callbacks that tests add to real runs through Hydra (`+callbacks.x._target_=tests.fault_injection...`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import torch
+from lightning import Callback
+
+
+class KillAtBatch(Callback):
+    """SIGKILL this process after training batch `batch` (1-based count): no clean-up, like a preempted node."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.batches_seen == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SaveFinalWeights(Callback):
+    """Write G and D weights at the end of training, to compare runs bit for bit."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            torch.save({k: v.detach().cpu() for k, v in pl_module.state_dict().items()}, self.path)
+
+
+class PoisonLossAtBatch(Callback):
+    """Make the generator produce NaN from batch `batch` on (1-based), as a blown-up run would."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.batches_seen + 1 == self.batch:
+            with torch.no_grad():
+                next(pl_module.generator.parameters()).fill_(float("nan"))
+
+
+class SaveRankState(Callback):
+    """Each rank writes its weights at the start and end of training and its final metrics, to compare ranks."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = dirpath
+
+    def _save(self, trainer, pl_module, tag: str) -> None:
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        torch.save({"state": state, "metrics": metrics}, f"{self.dirpath}/rank{trainer.global_rank}_{tag}.pt")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._save(trainer, pl_module, "start")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save(trainer, pl_module, "end")
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._save(trainer, pl_module, "test")

@@ -1,0 +1,115 @@
+"""The bad-input catalogue: every case fails fast with one clear line, exit code != 0, and loses nothing.
+
+The README's "Bad input" table lists the same cases with their messages.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.helpers import run_cli, tiny_data_overrides, write_idx
+
+# (overrides, fragments the error must contain). Hydra itself reports unknown groups, options and keys.
+CONFIG_CASES = [
+    (["experiment=nope"], ["Could not find 'experiment/nope'", "mnist_paper"]),
+    (["model=nope"], ["Could not find 'model/nope'", "paper_mlp"]),
+    (["model.kk=2"], ["Could not override 'model.kk'", "not in struct"]),
+    (["model.k=0"], ["model.k=0 is invalid", "integer >= 1"]),
+    (["model.g_optimizer.lr=-0.1"], ["model.g_optimizer.lr=-0.1 is invalid", "> 0"]),
+    (["data.batch_size=0"], ["data.batch_size=0 is invalid", "integer >= 1"]),
+    (["model.noise.dim=0"], ["model.noise.dim=0 is invalid", "integer >= 1"]),
+    (["model.g_loss=wasserstein"], ["model.g_loss='wasserstein' is invalid", "non_saturating, minimax"]),
+    (["model.update_scheme=jacobi"], ["model.update_scheme='jacobi' is invalid", "simultaneous, alternating"]),
+    (["model.d_optimizer.momentum=1.5"], ["model.d_optimizer.momentum=1.5 is invalid", "[0, 1)"]),
+    (["model.ema_decay=1.5"], ["model.ema_decay=1.5 is invalid", "(0, 1)"]),
+    (["data.scaling=zscore"], ["data.scaling='zscore' is invalid", "unit, symmetric, gcn"]),
+    (["trainer.devices=0"], ["trainer.devices=0 is invalid"]),
+    (["seed=-1"], ["seed=-1 is invalid", "non-negative"]),
+    (["model.generator.out_shape=[1,32,32]"], ["model.generator.out_shape=[1, 32, 32] does not match data.shape=[1, 28, 28]"]),
+    (["data.val_size=0"], ["data.val_size=0 is invalid"]),
+]
+
+
+def _assert_clean_failure(result, fragments):
+    assert result.returncode != 0
+    output = result.stderr
+    assert "Traceback" not in output, output[-2000:]
+    for fragment in fragments:
+        assert fragment in output, (fragment, output[-2000:])
+
+
+@pytest.mark.parametrize(("overrides", "fragments"), CONFIG_CASES, ids=[" ".join(c[0]) for c in CONFIG_CASES])
+def test_bad_config_fails_in_one_line(overrides, fragments, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli("gan-train", *overrides, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    _assert_clean_failure(result, fragments)
+    if "is invalid" in fragments[0] or "does not match" in fragments[0]:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ")
+        assert (run_dir / "FAILED").read_text().startswith("ConfigError")
+        assert not (run_dir / "checkpoints").exists()
+
+
+def test_missing_data_offline_names_the_folder_and_the_fix(tmp_path):
+    result = run_cli("gan-train", f"data.root={tmp_path / 'empty'}", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}")
+    _assert_clean_failure(result, ["MNIST not found in", "empty/MNIST/raw", "Fix: set data.root"])
+    assert result.stderr.strip().splitlines()[-1].startswith("error: MNIST not found")
+
+
+@pytest.fixture
+def corrupt_root(tiny_mnist_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_mnist_root, root)
+    return root
+
+
+def test_truncated_idx_file(corrupt_root, tmp_path):
+    images = corrupt_root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:5000])
+    result = run_cli("gan-train", "debug=fast", *tiny_data_overrides(corrupt_root), f"hydra.run.dir={tmp_path / 'run'}")
+    _assert_clean_failure(result, ["unreadable", "Fix: delete", "MNIST/raw"])
+
+
+def test_wrong_md5(corrupt_root, tmp_path):
+    overrides = [o for o in tiny_data_overrides(corrupt_root) if not o.startswith("data.verify")]
+    result = run_cli("gan-train", "debug=fast", *overrides, "data.verify=true", f"hydra.run.dir={tmp_path / 'run'}")
+    _assert_clean_failure(result, ["has md5", "expected 6bbc9ace898e44ae57da46a324031adb", "data.verify=false"])
+
+
+def test_wrong_image_shape(corrupt_root, tmp_path):
+    import numpy as np
+
+    write_idx(corrupt_root / "MNIST" / "raw" / "train-images-idx3-ubyte", np.zeros((600, 32, 32), np.uint8))
+    result = run_cli("gan-train", "debug=fast", *tiny_data_overrides(corrupt_root), f"hydra.run.dir={tmp_path / 'run'}")
+    _assert_clean_failure(result, ["shape (1, 32, 32)", "data.shape is [1, 28, 28]"])
+
+
+def test_checkpoint_that_does_not_exist(tmp_path):
+    result = run_cli("gan-train", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}")
+    _assert_clean_failure(result, ["nope.ckpt does not exist", "Fix: pass the path of a .ckpt file"])
+
+
+def test_file_that_is_not_a_checkpoint(tmp_path):
+    fake = tmp_path / "notes.ckpt"
+    fake.write_text("not a checkpoint")
+    for command in ("gan-train", "gan-eval"):
+        result = run_cli(command, f"ckpt_path={fake}", f"hydra.run.dir={tmp_path / command}")
+        _assert_clean_failure(result, ["notes.ckpt is not a readable checkpoint"])
+
+
+def test_checkpoint_from_a_different_architecture(tiny_mnist_root, tmp_path):
+    run_dir = tmp_path / "paper"
+    assert run_cli("gan-train", "debug=fast", "test=false", f"hydra.run.dir={run_dir}",
+                   *tiny_data_overrides(tiny_mnist_root)).returncode == 0  # fmt: skip
+    result = run_cli("gan-train", "debug=fast", "experiment=mnist_pytorch_gan", f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+                     f"hydra.run.dir={tmp_path / 'other'}", *tiny_data_overrides(tiny_mnist_root))  # fmt: skip
+    _assert_clean_failure(result, ["saved from a different architecture", "same experiment"])
+
+
+def test_output_directory_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = run_cli("gan-train", f"hydra.run.dir={blocker / 'run'}")
+    _assert_clean_failure(result, ["Not a directory", str(blocker / "run")])

@@ -1,0 +1,107 @@
+"""model.ema_decay: an exponential moving average of the generator, updated after every G step, saved in
+checkpoints, and the network `sample()` (hence every metric and figure) draws from."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning import Callback
+
+from tests.helpers import RandomImages, cpu_trainer, small_gan
+
+DECAY = 0.9
+
+
+def _params(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+class RecordSteps(Callback):
+    """The generator's and its EMA's weights around every training batch (each batch is one G step here)."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.steps.append({"ema_before": _params(pl_module.generator_ema.module),
+                           "n_before": int(pl_module.generator_ema.n_averaged)})  # fmt: skip
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps[-1].update(g_after=_params(pl_module.generator), ema_after=_params(pl_module.generator_ema.module),
+                              n_after=int(pl_module.generator_ema.n_averaged))  # fmt: skip
+
+
+@pytest.mark.parametrize("update_scheme", ["simultaneous", "alternating"])
+def test_ema_follows_decay_times_old_plus_one_minus_decay_times_new_after_every_g_step(update_scheme):
+    torch.manual_seed(0)
+    model = small_gan(update_scheme=update_scheme, ema_decay=DECAY, lr=0.1)
+    recorder = RecordSteps()
+    cpu_trainer(callbacks=[recorder], limit_train_batches=4).fit(model, RandomImages.make(n_train=64, batch_size=8))
+    assert [s["n_after"] for s in recorder.steps] == [1, 2, 3, 4]
+    # torch's AveragedModel starts the average at the first update: the EMA copies G after the first G step
+    # (W_0^EMA = W_0 of its docs), then W^EMA <- decay * W^EMA + (1 - decay) * W^G after each later one.
+    first = recorder.steps[0]
+    for name, value in first["g_after"].items():
+        torch.testing.assert_close(first["ema_after"][name], value)
+    for step in recorder.steps[1:]:
+        for name, new in step["g_after"].items():
+            expected = DECAY * step["ema_before"][name] + (1 - DECAY) * new
+            torch.testing.assert_close(step["ema_after"][name], expected)
+    last = recorder.steps[-1]
+    assert any(not torch.equal(last["ema_after"][n], last["g_after"][n]) for n in last["g_after"])  # it lags G
+
+
+def test_ema_updates_only_on_g_steps_with_k_greater_than_one():
+    model = small_gan(update_scheme="alternating", k=2, ema_decay=DECAY)
+    recorder = RecordSteps()
+    cpu_trainer(callbacks=[recorder], limit_train_batches=4).fit(model, RandomImages.make(n_train=64, batch_size=8))
+    assert [s["n_after"] for s in recorder.steps] == [0, 1, 1, 2] and model.steps == {"g": 2, "d": 4}
+
+
+def test_ema_is_saved_in_the_checkpoint_and_restored(tmp_path):
+    torch.manual_seed(0)
+    model = small_gan(ema_decay=DECAY, lr=0.1)
+    trainer = cpu_trainer(limit_train_batches=3)
+    trainer.fit(model, RandomImages.make(n_train=64, batch_size=8))
+    path = tmp_path / "ema.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)["state_dict"]
+    ema_keys = [k for k in state if k.startswith("generator_ema.")]
+    assert "generator_ema.n_averaged" in ema_keys and int(state["generator_ema.n_averaged"]) == 3
+    assert any(k.startswith("generator_ema.module.") for k in ema_keys)
+
+    restored = small_gan(ema_decay=DECAY, lr=0.1)
+    assert any(not torch.equal(a, b) for a, b in zip(_params(restored.generator_ema.module).values(),
+                                                    _params(model.generator_ema.module).values()))  # fmt: skip
+    resumed = cpu_trainer(max_epochs=2, limit_train_batches=3)
+    recorder = RecordSteps()
+    resumed.callbacks.append(recorder)
+    resumed.fit(restored, RandomImages.make(n_train=64, batch_size=8), ckpt_path=path, weights_only=False)
+    # At the first batch after the restore, the EMA is the saved one (not a fresh copy of G) and keeps averaging.
+    saved = {k.removeprefix("generator_ema.module."): v for k, v in state.items() if k.startswith("generator_ema.module.")}
+    for name, value in recorder.steps[0]["ema_before"].items():
+        torch.testing.assert_close(value, saved[name])
+    assert recorder.steps[0]["n_before"] == 3 and int(restored.generator_ema.n_averaged) == 6
+    new = recorder.steps[0]["g_after"]
+    for name, value in recorder.steps[0]["ema_after"].items():
+        torch.testing.assert_close(value, DECAY * saved[name] + (1 - DECAY) * new[name])
+
+
+def test_sample_draws_from_the_ema_generator_when_enabled_and_from_g_otherwise():
+    torch.manual_seed(0)
+    with_ema = small_gan(ema_decay=DECAY, lr=0.1)
+    cpu_trainer(limit_train_batches=3).fit(with_ema, RandomImages.make(n_train=64, batch_size=8))
+    z = with_ema.noise(5, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        from_ema, from_g = with_ema.generator_ema.module(z), with_ema.generator(z)
+    assert not torch.equal(from_ema, from_g)
+    torch.testing.assert_close(with_ema.sample(5, noise=z), from_ema)
+    seeded = [with_ema.sample(5, generator=torch.Generator().manual_seed(1)) for _ in range(2)]
+    torch.testing.assert_close(seeded[0], from_ema)
+    torch.testing.assert_close(seeded[1], from_ema)
+
+    without = small_gan(lr=0.1)
+    cpu_trainer(limit_train_batches=3).fit(without, RandomImages.make(n_train=64, batch_size=8))
+    assert without.generator_ema is None
+    with torch.no_grad():
+        torch.testing.assert_close(without.sample(5, noise=z), without.generator(z))

@@ -1,0 +1,93 @@
+"""Never lose work: exact resume after SIGKILL, atomic checkpoints, the divergence guard."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_cli, tiny_data_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def _train(run_dir: Path, root: Path, *extra: str):
+    args = [
+        "debug=fast", f"hydra.run.dir={run_dir}", *tiny_data_overrides(root), "data.batch_size=20",
+        "trainer.max_epochs=2", "trainer.limit_train_batches=1.0", "trainer.deterministic=true", "test=false",
+        "callbacks.model_checkpoint.monitor=null", "callbacks.model_checkpoint.every_n_epochs=null",
+        "callbacks.model_checkpoint.every_n_train_steps=14",  # global_step counts D and G steps: every 7 batches
+        "+callbacks.final._target_=tests.fault_injection.SaveFinalWeights", f"+callbacks.final.path={run_dir}/final.pt",
+        *extra,
+    ]  # fmt: skip
+    return run_cli("gan-train", *args, env=ENV, cwd=run_dir.parent)
+
+
+def test_sigkill_mid_epoch_then_auto_resume_gives_bit_identical_weights(tiny_mnist_root, tmp_path):
+    reference = tmp_path / "uninterrupted"
+    assert _train(reference, tiny_mnist_root).returncode == 0
+    resumed = tmp_path / "killed"
+    # 20 batches per epoch; last.ckpt is written after batch 7 and 14; the kill lands mid-epoch at 17.
+    killed = _train(resumed, tiny_mnist_root, "+callbacks.kill._target_=tests.fault_injection.KillAtBatch",
+                    "+callbacks.kill.batch=17")  # fmt: skip
+    assert killed.returncode == -9
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["gan_counters"]["batches_seen"] == 14
+    again = _train(resumed, tiny_mnist_root, "auto_resume=true")
+    assert again.returncode == 0, again.stderr[-3000:]
+    expected, actual = torch.load(reference / "final.pt"), torch.load(resumed / "final.pt")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    final = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["gan_counters"]["batches_seen"] == 35  # the last multiple of 7 batches
+    # the paper's schedule was restored too: lr decayed once per step over all 35 batches
+    lr = final["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert abs(lr - 0.1 / 1.000004**35) < 1e-12
+
+
+def test_a_new_run_refuses_to_overwrite_existing_checkpoints(tiny_mnist_root, tmp_path):
+    run_dir = tmp_path / "run"
+    assert _train(run_dir, tiny_mnist_root, "trainer.max_epochs=1").returncode == 0
+    before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    again = _train(run_dir, tiny_mnist_root, "trainer.max_epochs=1")
+    assert again.returncode == 1
+    assert "already holds checkpoints" in again.stderr and "auto_resume=true" in again.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tiny_mnist_root, tmp_path):
+    run_dir = tmp_path / "run"
+    result = _train(run_dir, tiny_mnist_root, "+callbacks.poison._target_=tests.fault_injection.PoisonLossAtBatch",
+                    "+callbacks.poison.batch=10")  # fmt: skip
+    assert result.returncode == 1
+    assert "non-finite D or G loss at training batch 9" in result.stderr
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["gan_counters"]["batches_seen"] == 7
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert (run_dir / "FAILED").read_text().startswith("DivergenceError")
+
+
+def test_checkpoint_write_failure_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    from gan.errors import CheckpointError
+    from gan.utils.checkpoint_io import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
+    before = target.read_bytes()
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"partial bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoint is intact"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left behind
