@@ -3,11 +3,13 @@ checkpoints, and the network `sample()` (hence every metric and figure) draws fr
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from lightning import Callback
 
-from tests.helpers import RandomImages, cpu_trainer, small_gan
+from tests.helpers import RandomImages, cpu_trainer, run_cli, small_gan, tiny_data_overrides
 
 DECAY = 0.9
 
@@ -100,8 +102,29 @@ def test_sample_draws_from_the_ema_generator_when_enabled_and_from_g_otherwise()
     torch.testing.assert_close(seeded[0], from_ema)
     torch.testing.assert_close(seeded[1], from_ema)
 
+    with_ema.sample_from_ema = False  # what gan-eval use_ema=false sets
+    torch.testing.assert_close(with_ema.sample(5, noise=z), from_g)
+
     without = small_gan(lr=0.1)
     cpu_trainer(limit_train_batches=3).fit(without, RandomImages.make(n_train=64, batch_size=8))
     assert without.generator_ema is None
     with torch.no_grad():
         torch.testing.assert_close(without.sample(5, noise=z), without.generator(z))
+
+
+def test_gan_eval_scores_the_ema_generator_by_default_and_the_raw_one_with_use_ema_false(tiny_mnist_root, tmp_path):
+    run_dir = tmp_path / "run"
+    # Adam moves every weight by about lr per step: after a few steps the EMA is visibly behind G.
+    trained = run_cli("gan-train", "debug=fast", "experiment=mnist_pytorch_gan", "test=false", "model.ema_decay=0.5",
+                      f"hydra.run.dir={run_dir}",
+                      *tiny_data_overrides(tiny_mnist_root), cwd=tmp_path)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    reports = {}
+    for use_ema, suffix in (("true", ".eval.json"), ("false", ".raw.eval.json")):
+        result = run_cli("gan-eval", f"ckpt_path={checkpoint}", f"use_ema={use_ema}", "debug=fast",
+                         f"data.root={tiny_mnist_root}", f"hydra.run.dir={tmp_path / use_ema}", cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports[use_ema] = json.loads(checkpoint.with_suffix(suffix).read_text())
+    assert reports["true"]["generator"] == "ema" and reports["false"]["generator"] == "raw"
+    assert abs(reports["true"]["test/parzen_ll"] - reports["false"]["test/parzen_ll"]) > 1e-3

@@ -23,6 +23,12 @@ def test_gan_train_writes_checkpoints_samples_logs_and_metrics(tiny_mnist_root, 
     rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
     losses = [float(row[key]) for row in rows for key in ("train/d_loss", "train/g_loss") if row.get(key)]
     assert len(losses) == 8 and all(math.isfinite(v) for v in losses)
+    # The paper's schedule as logged: lr / 1.000004 after every step, momentum 0.5 in the first epoch.
+    logged = [row for row in rows if row.get("train/lr_g")]
+    for net in "gd":
+        lrs = [float(row[f"train/lr_{net}"]) for row in logged]
+        assert lrs == pytest.approx([0.1 / 1.000004 ** (i + 1) for i in range(4)], rel=1e-6)  # logged as float32
+        assert [float(row[f"train/momentum_{net}"]) for row in logged] == [0.5] * 4
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert math.isfinite(metrics["test/parzen_ll"]) and metrics["test/parzen_se"] > 0
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)

@@ -62,6 +62,7 @@ RULES: dict[str, tuple[Check, str, str]] = {
     "model.g_scheduler.decay_factor": (lambda v: _positive_number(v) and v >= 1, "a number >= 1", "1.000004"),
     "model.d_scheduler.decay_factor": (lambda v: _positive_number(v) and v >= 1, "a number >= 1", "1.000004"),
     "model.ema_decay": (_optional(lambda v: _positive_number(v) and v < 1), "null or a number in (0, 1)", "0.999"),
+    "use_ema": (lambda v: isinstance(v, bool), "true or false", "true"),
     "data.batch_size": (_int_at_least(1), "an integer >= 1", "100"),
     "data.eval_batch_size": (_int_at_least(1), "an integer >= 1", "1000"),
     "data.scaling": (_one_of(SCALINGS), "one of " + ", ".join(SCALINGS), "unit"),

@@ -4,7 +4,9 @@
 
 The model and data configs come from the checkpoint's own run (stored in it by gan-train), so no
 experiment is needed; `experiment=...` (or `model=`/`data=`) on the command line uses that config instead.
-Results are printed as one JSON line and saved next to the checkpoint as <name>.eval.json.
+Results are printed as one JSON line and saved next to the checkpoint as <name>.eval.json. A run trained
+with model.ema_decay is scored with its EMA generator; `use_ema=false` scores the raw G instead (saved as
+<name>.raw.eval.json).
 """
 
 from __future__ import annotations
@@ -77,19 +79,23 @@ def evaluate(cfg: DictConfig) -> dict:
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    model.sample_from_ema = cfg.use_ema
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.get("logger")) or False)
     with architecture_errors_explained(cfg.ckpt_path):
         trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
 
-    results = {"ckpt_path": str(cfg.ckpt_path), **{k: float(v) for k, v in trainer.callback_metrics.items()}}
+    generator = "ema" if model.generator_ema is not None and cfg.use_ema else "raw"
+    results = {"ckpt_path": str(cfg.ckpt_path), "generator": generator, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
     for callback in callbacks:
         if isinstance(callback, ParzenLogLikelihood) and callback.last_result is not None:
             results["parzen"] = callback.last_result.as_dict()
         if isinstance(callback, SampleQuality) and callback.report() is not None:
             results["quality"] = callback.report()
     if trainer.is_global_zero:
-        out = Path(cfg.ckpt_path).with_suffix(".eval.json")
+        # The raw G of an EMA run gets its own file, so both results can sit beside the checkpoint.
+        raw_of_ema_run = model.generator_ema is not None and not cfg.use_ema
+        out = Path(cfg.ckpt_path).with_suffix(".raw.eval.json" if raw_of_ema_run else ".eval.json")
         write_json_atomically(out, results)
         print(json.dumps(results, sort_keys=True))
         log.info("saved %s", out)

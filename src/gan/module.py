@@ -55,6 +55,7 @@ class GAN(LightningModule):
         if ema_decay:
             self.generator_ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
             self.generator_ema.requires_grad_(False)
+        self.sample_from_ema = True  # gan-eval use_ema=false scores the raw G of a run that kept an EMA
         self.constrain_g, self.constrain_d = has_max_norm(generator), has_max_norm(discriminator)
         self.batches_seen = 0  # training batches over the whole run; drives k, seeding and schedules
         self.steps = {"g": 0, "d": 0}
@@ -73,7 +74,7 @@ class GAN(LightningModule):
         # Only on the batches Lightning writes to the loggers: self.log costs ~1 ms a call on the hot path.
         every = self.trainer.log_every_n_steps  # 0: logging off
         if every and (self.batches_seen + 1) % every == 0:
-            self.log_dict({f"train/{name}": value for name, value in stats.items()}, prog_bar=False)
+            self.log_dict({**{f"train/{name}": value for name, value in stats.items()}, **self._optimizer_settings()})
         self.batches_seen += 1
         return stats
 
@@ -131,6 +132,17 @@ class GAN(LightningModule):
                 self.generator_ema.update_parameters(self.generator)
         self.steps[net] += 1
 
+    def _optimizer_settings(self) -> dict[str, float]:
+        """train/lr_{g,d} and train/momentum_{g,d} (Adam: beta1) as they are now: Python floats, no host sync."""
+        settings = {}
+        for net, optimizer in zip("gd", self.optimizers()):
+            group = optimizer.param_groups[0]
+            settings[f"train/lr_{net}"] = float(group["lr"])
+            momentum = group.get("momentum", group.get("betas", (None,))[0])
+            if momentum is not None:
+                settings[f"train/momentum_{net}"] = float(momentum)
+        return settings
+
     @staticmethod
     def _d_outputs(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"d_real": torch.sigmoid(real_logits.detach()).mean(), "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
@@ -151,7 +163,8 @@ class GAN(LightningModule):
     @torch.no_grad()
     def sample(self, n: int, noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """n images (or one per row of `noise`) from the evaluation generator (the EMA one when enabled)."""
-        net = self.generator_ema.module if self.generator_ema is not None else self.generator
+        use_ema = self.generator_ema is not None and self.sample_from_ema
+        net = self.generator_ema.module if use_ema else self.generator
         was_training = net.training
         net.eval()
         images = net(noise if noise is not None else self.noise(n, generator=generator))
