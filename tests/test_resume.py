@@ -69,6 +69,27 @@ def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tiny_mnist
     assert (run_dir / "FAILED").read_text().startswith("DivergenceError")
 
 
+def test_divergence_guard_names_the_first_bad_batch_at_its_next_check():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from gan.callbacks import DivergenceGuard
+    from gan.errors import DivergenceError
+
+    guard = DivergenceGuard(check_every_n_steps=4)
+    module = SimpleNamespace(batches_seen=0, current_epoch=0)
+    for batches_seen in range(1, 9):  # training batches 0..7; NaN D loss at batches 5 and 6
+        module.batches_seen = batches_seen
+        d_loss = torch.tensor(float("nan") if batches_seen in (6, 7) else 0.5)
+        outputs = {"d_loss": d_loss, "g_loss": torch.tensor(0.7), "d_real": torch.tensor(float("nan"))}
+        if batches_seen < 8:
+            guard.on_train_batch_end(None, module, outputs, None, 0)  # batch 3's check passes; d_real is no loss
+        else:
+            with pytest.raises(DivergenceError, match="non-finite D or G loss at training batch 5 "):
+                guard.on_train_batch_end(None, module, outputs, None, 0)
+
+
 def test_checkpoint_write_failure_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     import errno
 

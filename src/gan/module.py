@@ -63,7 +63,7 @@ class GAN(LightningModule):
     # --- the GAN step -------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
-        torch.manual_seed(hash((self.seed, self.global_rank, self.batches_seen)) % 2**63)
+        self._seed_step()
         generator_turn = (self.batches_seen + 1) % self.k == 0
         if self.update_scheme == "simultaneous" and generator_turn:
             stats = self._simultaneous_step(real)
@@ -119,6 +119,14 @@ class GAN(LightningModule):
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **self._d_outputs(real_logits, fake_logits)}
 
     # --- helpers of the step ------------------------------------------------------------------------------------
+    def _seed_step(self) -> None:
+        seed = hash((self.seed, self.global_rank, self.batches_seen)) % 2**63
+        torch.default_generator.manual_seed(seed)
+        # torch.manual_seed also seeds CUDA; with CUDA built in but not in use, that is a lazy call that records
+        # a stack trace each time (several ms a step). Accelerators in use are initialised, so it is cheap there.
+        if self.device.type != "cpu":
+            torch.manual_seed(seed)
+
     def _step(self, net: str, optimizer) -> None:
         optimizer.step()
         if (scheduler := self.net_schedulers[net]) is not None:
