@@ -69,6 +69,27 @@ def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tiny_mnist
     assert (run_dir / "FAILED").read_text().startswith("DivergenceError")
 
 
+def test_last_checkpoint_follows_every_epoch_when_the_monitored_metric_stops_improving(tmp_path):
+    from lightning import Callback
+
+    from gan.callbacks import LastAndBestCheckpoint
+    from tests.helpers import RandomImages, cpu_trainer, small_gan
+
+    class WorseEveryEpoch(Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            pl_module.log("val/score", float(-trainer.current_epoch))
+
+    checkpoint = LastAndBestCheckpoint(dirpath=tmp_path, filename="epoch_{epoch:04d}", auto_insert_metric_name=False,
+                                       monitor="val/score", mode="max", save_top_k=1, save_last=True,
+                                       enable_version_counter=False)  # fmt: skip
+    trainer = cpu_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, enable_checkpointing=True,
+                          callbacks=[WorseEveryEpoch(), checkpoint])  # fmt: skip
+    trainer.fit(small_gan(), RandomImages.make(n_train=16, batch_size=8))
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["epoch_0000.ckpt", "last.ckpt"]  # best: epoch 0
+    last = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 2 and last["gan_counters"]["batches_seen"] == 6
+
+
 def test_divergence_guard_names_the_first_bad_batch_at_its_next_check():
     from types import SimpleNamespace
 

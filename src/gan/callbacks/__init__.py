@@ -1,5 +1,6 @@
 """Evaluation, visualisation and safety, kept out of the model (each configured in conf/callbacks/)."""
 
+from gan.callbacks.checkpoint import LastAndBestCheckpoint
 from gan.callbacks.divergence import DivergenceGuard
 from gan.callbacks.figures import PaperFigures, ToyDensityPlot
 from gan.callbacks.parzen import ParzenLogLikelihood
@@ -7,4 +8,4 @@ from gan.callbacks.quality import SampleQuality
 from gan.callbacks.run_config import StoreRunConfig
 from gan.callbacks.samples import SampleGrid
 
-__all__ = ["DivergenceGuard", "PaperFigures", "ParzenLogLikelihood", "SampleGrid", "SampleQuality", "StoreRunConfig", "ToyDensityPlot"]
+__all__ = ["DivergenceGuard", "LastAndBestCheckpoint", "PaperFigures", "ParzenLogLikelihood", "SampleGrid", "SampleQuality", "StoreRunConfig", "ToyDensityPlot"]
