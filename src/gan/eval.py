@@ -86,7 +86,8 @@ def evaluate(cfg: DictConfig) -> dict:
         trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
 
     generator = "ema" if model.generator_ema is not None and cfg.use_ema else "raw"
-    results = {"ckpt_path": str(cfg.ckpt_path), "generator": generator, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    results = {"ckpt_path": str(cfg.ckpt_path), "generator": generator, **metrics}
     for callback in callbacks:
         if isinstance(callback, ParzenLogLikelihood) and callback.last_result is not None:
             results["parzen"] = callback.last_result.as_dict()
