@@ -30,6 +30,7 @@ from lightning import Callback, seed_everything
 from omegaconf import open_dict
 
 from gan.losses import discriminator_loss, generator_loss
+from gan.utils.nvml import NVML_CHECK_FLAG
 from gan.utils.instantiate import instantiate_callbacks, instantiate_loggers
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -87,6 +88,16 @@ def run_framework(cfg, args) -> float:
 
 def run_bare(cfg, args) -> float:
     """The same update as the framework, written as a plain loop over in-memory tensors."""
+    # A plain PyTorch program never has the CUDA-probe flag that importing Lightning sets (see gan.utils.nvml).
+    flag = os.environ.pop(NVML_CHECK_FLAG, None)
+    try:
+        return _bare_loop(cfg, args)
+    finally:
+        if flag is not None:
+            os.environ[NVML_CHECK_FLAG] = flag
+
+
+def _bare_loop(cfg, args) -> float:
     seed_everything(cfg.seed)
     device = torch.device(args.device)
     datamodule = instantiate(cfg.data)

@@ -71,6 +71,7 @@ def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tiny_mnist
 
 def test_last_checkpoint_follows_every_epoch_when_the_monitored_metric_stops_improving(tmp_path):
     from lightning import Callback
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from gan.callbacks import LastAndBestCheckpoint
     from tests.helpers import RandomImages, cpu_trainer, small_gan
@@ -88,6 +89,8 @@ def test_last_checkpoint_follows_every_epoch_when_the_monitored_metric_stops_imp
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["epoch_0000.ckpt", "last.ckpt"]  # best: epoch 0
     last = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert last["epoch"] == 2 and last["gan_counters"]["batches_seen"] == 6
+    # the cached state key is the one Lightning derives, so its state is found again on resume
+    assert checkpoint.state_key == ModelCheckpoint.state_key.fget(checkpoint) and checkpoint.state_key in last["callbacks"]
 
 
 def test_divergence_guard_names_the_first_bad_batch_at_its_next_check():

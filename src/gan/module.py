@@ -12,7 +12,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gan.losses import discriminator_loss, generator_loss
 from gan.networks.layers import apply_max_norm, has_max_norm
-
+from gan.utils.nvml import drop_futile_nvml_check
 
 
 class GAN(LightningModule):
@@ -181,6 +181,7 @@ class GAN(LightningModule):
 
     # --- set-up --------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        drop_futile_nvml_check()
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and datamodule is not None and hasattr(self.generator, "init_output_bias"):
             self.generator.init_output_bias(datamodule.pixel_mean())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -13,6 +15,12 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     the monitored metric stops improving, last.ckpt stays at the best epoch, and a resumed or requeued job
     would silently lose every epoch since. Step-triggered saves (every_n_train_steps) already write it.
     """
+
+    @cached_property
+    def state_key(self) -> str:
+        # Lightning formats every callback's key on every hook call (several a batch); the parent rebuilds this
+        # one from its constructor arguments each time, which never change.
+        return super().state_key
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
