@@ -30,8 +30,8 @@ from lightning import Callback, seed_everything
 from omegaconf import open_dict
 
 from gan.losses import discriminator_loss, generator_loss
-from gan.utils.nvml import NVML_CHECK_FLAG
 from gan.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from gan.utils.nvml import NVML_CHECK_FLAG
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
