@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 from collections.abc import Sequence
@@ -14,7 +15,8 @@ from omegaconf import DictConfig
 
 TFD_IMAGES = 40
 CIFAR_PER_BATCH, CIFAR_TEST = 20, 30  # 5 training batches -> 100 training images
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Real MNIST / Fashion-MNIST for the tests that use them (skipped where absent): GAN_DATA_ROOT, else ../shared/data.
+SHARED_DATA = Path(os.environ.get("GAN_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
