@@ -29,6 +29,8 @@ CONFIG_CASES = [
     (["seed=-1"], ["seed=-1 is invalid", "non-negative"]),
     (["model.generator.out_shape=[1,32,32]"], ["model.generator.out_shape=[1, 32, 32] does not match data.shape=[1, 28, 28]"]),
     (["data.val_size=0"], ["data.val_size=0 is invalid"]),
+    (["callbacks.parzen.sigmas=[]"], ["callbacks.parzen.sigmas=[] is invalid", "numbers > 0"]),
+    (["callbacks.parzen.test_select_points=0"], ["callbacks.parzen.test_select_points=0 is invalid", "null (the whole validation split) or an integer >= 1"]),
 ]
 
 

@@ -114,6 +114,41 @@ def test_divergence_guard_names_the_first_bad_batch_at_its_next_check():
                 guard.on_train_batch_end(None, module, outputs, None, 0)
 
 
+def test_divergence_guard_checks_the_weights_before_validation_when_an_epoch_ends_between_checks():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from gan.callbacks import DivergenceGuard
+    from gan.errors import DivergenceError
+
+    module = torch.nn.Linear(2, 1)
+    module.batches_seen, module.current_epoch = 30, 0  # 30 batches: the every-50 check has not run yet
+    fitting = SimpleNamespace(state=SimpleNamespace(fn="fit"), sanity_checking=False)
+    guard = DivergenceGuard(check_every_n_steps=50)
+    guard.on_validation_start(fitting, module)  # finite weights: validation goes ahead
+    with torch.no_grad():
+        module.weight[0, 0] = float("nan")
+    with pytest.raises(DivergenceError, match="non-finite weights in weight .* after training batch 29"):
+        guard.on_validation_start(fitting, module)
+    guard.on_validation_start(SimpleNamespace(state=SimpleNamespace(fn="validate"), sanity_checking=False), module)
+
+
+def test_parzen_callback_reports_non_finite_samples_as_divergence_not_a_traceback():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from gan.callbacks import ParzenLogLikelihood
+    from gan.errors import DivergenceError
+
+    broken_g = SimpleNamespace(current_epoch=3, sample=lambda n, generator=None: torch.full((n, 4), float("nan")))
+    trainer = SimpleNamespace(world_size=1, global_rank=0, datamodule=SimpleNamespace(scaling="gcn"))
+    points = torch.rand(5, 4)
+    with pytest.raises(DivergenceError, match=r"non-finite samples \(epoch 3\).*Fix: lower the learning rates"):
+        ParzenLogLikelihood(sample_batch_size=8)._score(trainer, broken_g, 8, points, points)
+
+
 def test_checkpoint_write_failure_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     import errno
 

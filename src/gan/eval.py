@@ -2,8 +2,9 @@
 
     gan-eval ckpt_path=outputs/2026-11-23/12-00-00/checkpoints/last.ckpt [data.root=...]
 
-The model and data configs come from the checkpoint's own run (stored in it by gan-train), so no
-experiment is needed; `experiment=...` (or `model=`/`data=`) on the command line uses that config instead.
+The model and data configs and the test-time Parzen protocol come from the checkpoint's own run (stored in it
+by gan-train), so no experiment is needed; `experiment=...` (or `model=`/`data=`) on the command line uses that
+config instead, and `callbacks.parzen.<key>=...` overrides one protocol setting.
 Results are printed as one JSON line and saved next to the checkpoint as <name>.eval.json. A run trained
 with model.ema_decay is scored with its EMA generator; `use_ema=false` scores the raw G instead (saved as
 <name>.raw.eval.json).
@@ -22,42 +23,71 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gan.config import validate_config
+from gan.errors import CheckpointError
 from gan.utils.run import user_errors_reported
 
 log = logging.getLogger("gan")
 EXPLICIT_CHOICES = ("experiment=", "model=", "data=", "model/", "+experiment=")
 
 
-def _user_chose_config() -> bool:
+# The test-time Parzen protocol is part of the experiment (TFD picks sigma on its whole validation split).
+PARZEN_PROTOCOL_KEYS = ("test_samples", "test_points", "test_select_points", "sigmas")
+
+
+def _command_line_overrides() -> list[str]:
     try:
-        overrides = HydraConfig.get().overrides.task
+        return list(HydraConfig.get().overrides.task)
     except ValueError:
-        return False
-    return any(o.lstrip("~+").startswith(EXPLICIT_CHOICES) for o in overrides)
+        return []
 
 
 def config_for_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
-    """Use the model and data of the run that wrote the checkpoint, with this machine's data.root."""
+    """Use the model, data and Parzen protocol of the run that wrote the checkpoint, with this machine's
+    data.root; what the command line sets explicitly wins."""
     from gan.callbacks.run_config import StoreRunConfig
 
     stored = checkpoint.get(StoreRunConfig.KEY)
-    if stored is None or _user_chose_config():
+    overrides = _command_line_overrides()
+    if stored is None or any(o.lstrip("~+").startswith(EXPLICIT_CHOICES) for o in overrides):
         return cfg
     cfg = cfg.copy()
     with open_dict(cfg):
-        data_root = cfg.data.root
+        data_root = cfg.data.get("root")
         cfg.model = OmegaConf.create(stored["model"])
         cfg.data = OmegaConf.create(stored["data"])
-        cfg.data.root = data_root
+        if "root" in cfg.data and data_root is not None:  # generated data (the toy) has no root
+            cfg.data.root = data_root
+        stored_parzen = (stored.get("callbacks") or {}).get("parzen") or {}
+        if "parzen" in (cfg.get("callbacks") or {}):
+            for key in PARZEN_PROTOCOL_KEYS:
+                if key in stored_parzen and not any(o.lstrip("~+").startswith(f"callbacks.parzen.{key}=") for o in overrides):
+                    cfg.callbacks.parzen[key] = stored_parzen[key]
     return cfg
 
 
 def write_json_atomically(path: Path, payload: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def report(results: dict, out: Path) -> None:
+    """Prints the result as one JSON line, then saves it to `out`; a failed save loses nothing printed."""
+    print(json.dumps(results, sort_keys=True), flush=True)
+    try:
+        write_json_atomically(out, results)
+    except OSError as error:
+        raise CheckpointError(
+            f"could not save {out} ({error.strerror or error}); the result is the JSON line printed above. Fix: make "
+            "the checkpoint's folder writable, or copy the checkpoint to a writable folder and evaluate it there"
+        ) from error
+    log.info("saved %s", out)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -97,9 +127,7 @@ def evaluate(cfg: DictConfig) -> dict:
         # The raw G of an EMA run gets its own file, so both results can sit beside the checkpoint.
         raw_of_ema_run = model.generator_ema is not None and not cfg.use_ema
         out = Path(cfg.ckpt_path).with_suffix(".raw.eval.json" if raw_of_ema_run else ".eval.json")
-        write_json_atomically(out, results)
-        print(json.dumps(results, sort_keys=True))
-        log.info("saved %s", out)
+        report(results, out)
     return results
 
 

@@ -11,9 +11,9 @@ from gan.errors import DivergenceError
 class DivergenceGuard(Callback):
     """Keeps the last steps' loss tensors (no tensor op, no host sync per step) and checks them together.
 
-    The check runs every `check_every_n_steps` batches and before every checkpoint is written; a non-finite
-    loss or weight raises DivergenceError naming the batch, so the last checkpoint on disk stays the last
-    good one.
+    The check runs every `check_every_n_steps` batches, before validation and before every checkpoint is
+    written; a non-finite loss or weight raises DivergenceError naming the batch, so the last checkpoint on
+    disk stays the last good one.
     """
 
     def __init__(self, check_every_n_steps: int = 50) -> None:
@@ -49,6 +49,12 @@ class DivergenceGuard(Callback):
                 f"{pl_module.batches_seen - 1}; the last checkpoint on disk is the last good one. Fix: lower the "
                 "learning rates or resume from that checkpoint"
             )
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The batches since the last periodic check (an epoch need not be a multiple of it) are checked before
+        # evaluation metrics are computed from the weights they produced.
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.check(pl_module)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         self.check(pl_module)

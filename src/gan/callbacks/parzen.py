@@ -9,7 +9,7 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 
 from gan.data.scaling import is_invertible
-from gan.errors import ConfigError
+from gan.errors import ConfigError, DivergenceError
 from gan.metrics.parzen import DEFAULT_SIGMAS, ParzenResult, parzen_protocol, validate_inputs
 
 
@@ -60,6 +60,11 @@ class ParzenLogLikelihood(Callback):
         as_pixels = datamodule.to_unit_range if is_invertible(datamodule.scaling) else (lambda x: x)
         centres = as_pixels(gather_samples(trainer, pl_module, n_samples, self.seed, self.sample_batch_size)).flatten(1)
         select, score = as_pixels(select).flatten(1), as_pixels(score).flatten(1)
+        if not torch.isfinite(centres).all():  # the same on every rank (gathered), so every rank stops here
+            raise DivergenceError(
+                f"the generator produced non-finite samples (epoch {pl_module.current_epoch}), so the Parzen estimate "
+                "cannot be computed. Fix: lower the learning rates, or resume from an earlier checkpoint with another seed"
+            )
         validate_inputs(centres, select, score, sigmas=self.sigmas)
         world, rank = trainer.world_size, trainer.global_rank
         return parzen_protocol(

@@ -1,0 +1,52 @@
+"""gan-eval: the protocol a checkpoint was trained with, and a result that a failed save cannot lose."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gan.errors import CheckpointError
+from gan.eval import config_for_checkpoint, report
+from tests.helpers import compose_train
+
+
+def _stored_run(experiment: str) -> dict:
+    from omegaconf import OmegaConf
+
+    from gan.callbacks.run_config import StoreRunConfig
+
+    run = compose_train([f"experiment={experiment}"])
+    # What StoreRunConfig keeps, for the parts gan-eval reads (the rest needs a running Hydra to resolve).
+    stored = {key: OmegaConf.to_container(run[key], resolve=True) for key in ("model", "data")}
+    stored["callbacks"] = {"parzen": OmegaConf.to_container(run.callbacks.parzen, resolve=True)}
+    return {StoreRunConfig.KEY: stored}
+
+
+def test_tfd_checkpoint_is_scored_with_sigma_picked_on_the_whole_validation_split():
+    eval_cfg = compose_train(["ckpt_path=x.ckpt", "data.root=/here"], config_name="eval")
+    assert eval_cfg.callbacks.parzen.test_select_points == 1000  # gan-eval's default is MNIST's protocol
+    cfg = config_for_checkpoint(eval_cfg, _stored_run("tfd_paper"))
+    assert cfg.callbacks.parzen.test_select_points is None  # TFD: the whole validation split
+    assert cfg.data.fold == 0 and cfg.data.root == "/here"  # the run's data, this machine's root
+    assert cfg.callbacks.parzen.seed == eval_cfg.callbacks.parzen.seed  # sampling stays gan-eval's choice
+
+
+def test_toy_checkpoint_keeps_its_own_number_of_test_samples_and_gets_no_data_root():
+    eval_cfg = compose_train(["ckpt_path=x.ckpt"], config_name="eval")
+    cfg = config_for_checkpoint(eval_cfg, _stored_run("toy_1d"))
+    assert cfg.callbacks.parzen.test_samples == 2000 != eval_cfg.callbacks.parzen.test_samples
+    assert "root" not in cfg.data  # generated data: Toy1DDataModule takes no root
+
+
+def test_result_is_printed_before_a_save_that_fails(tmp_path, capsys):
+    results = {"test/parzen_ll": 123.4, "generator": "raw"}
+    out = tmp_path / "gone" / "last.eval.json"  # its folder does not exist: the save fails
+    with pytest.raises(CheckpointError, match="could not save .*last.eval.json.*printed above"):
+        report(results, out)
+    assert json.loads(capsys.readouterr().out.strip()) == results
+    assert not out.parent.exists()
+
+    report(results, tmp_path / "last.eval.json")
+    assert json.loads((tmp_path / "last.eval.json").read_text()) == results
+    assert [p.name for p in tmp_path.iterdir()] == ["last.eval.json"]  # no temporary file left behind
