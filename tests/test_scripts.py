@@ -26,6 +26,34 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     # a second call reuses the finished runs instead of training again
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert again.returncode == 0 and "gan.train" not in again.stdout
+    # ... but not with other settings: that would report the old runs under the new ones
+    before = table
+    other = [*command[:command.index("--epochs") + 1], "2", *command[command.index("--epochs") + 2:]]
+    refused = subprocess.run(other, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert refused.returncode != 0 and "gan.train" not in refused.stdout
+    assert "holds a run started with other settings (differing: trainer.max_epochs=1, trainer.max_epochs=2)" in refused.stderr
+    assert (out / "table1.md").read_text() == before
+
+
+def test_reproduce_table1_scores_tfd_per_fold_as_the_paper(tmp_path):
+    from tests.helpers import write_tfd
+
+    write_tfd(tmp_path / "data" / "TFD")
+    out = tmp_path / "table1"
+    small = ["debug=fast", "model.generator.hidden_sizes=[16,16]", "model.discriminator.hidden_units=[8,8]",
+             "callbacks.parzen.test_samples=50"]  # fmt: skip
+    command = [sys.executable, str(REPO / "scripts" / "reproduce_table1.py"), "--datasets", "tfd", "--folds", "0", "3",
+               "--seeds", "1", "--epochs", "1", "--data-root", str(tmp_path / "data"), "--out", str(out), "--", *small]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lls = [json.loads((out / "tfd" / f"fold{f}" / "seed1" / "metrics.json").read_text())["test/parzen_ll"] for f in (0, 3)]
+    row = next(line for line in (out / "table1.md").read_text().splitlines() if line.startswith("| tfd_paper"))
+    assert "(stage 1 only)" in row and "2057 +- 26 (over 5 folds)" in row
+    assert f"fold 0 seed 1: {lls[0]:.1f}" in row and f"fold 3 seed 1: {lls[1]:.1f}" in row
+    mean, se = (lls[0] + lls[1]) / 2, abs(lls[0] - lls[1]) / 2  # s.e. of two values: |a - b| / 2
+    assert f"| {mean:.1f} +- {se:.1f} |" in row
+    config = (out / "tfd" / "fold3" / "seed1" / ".hydra" / "config.yaml").read_text()
+    assert "fold: 3" in config
 
 
 def test_bench_train_prints_the_framework_to_bare_ratio(tiny_mnist_root, tmp_path):
