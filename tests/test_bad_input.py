@@ -29,6 +29,11 @@ CONFIG_CASES = [
     (["seed=-1"], ["seed=-1 is invalid", "non-negative"]),
     (["model.generator.out_shape=[1,32,32]"], ["model.generator.out_shape=[1, 32, 32] does not match data.shape=[1, 28, 28]"]),
     (["data.val_size=0"], ["data.val_size=0 is invalid"]),
+    (["model/generator=pytorch_gan"], ["the generator's tanh output lies in [-1, 1] but data.scaling=unit does not",
+                                       "add data.scaling=symmetric"]),
+    (["experiment=mnist_pytorch_gan", "data.scaling=unit"], ["tanh output lies in [-1, 1] but data.scaling=unit"]),
+    (["experiment=mnist_paper", "data.scaling=symmetric"], ["sigmoid output lies in [0, 1] but data.scaling=symmetric",
+                                                            "add data.scaling=unit"]),
     (["callbacks.parzen.sigmas=[]"], ["callbacks.parzen.sigmas=[] is invalid", "numbers > 0"]),
     (["callbacks.parzen.test_select_points=0"], ["callbacks.parzen.test_select_points=0 is invalid", "null (the whole validation split) or an integer >= 1"]),
 ]
@@ -47,7 +52,7 @@ def test_bad_config_fails_in_one_line(overrides, fragments, tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli("gan-train", *overrides, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     _assert_clean_failure(result, fragments)
-    if "is invalid" in fragments[0] or "does not match" in fragments[0]:
+    if any(word in fragments[0] for word in ("is invalid", "does not match", "output lies in")):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ")
         assert (run_dir / "FAILED").read_text().startswith("ConfigError")

@@ -106,6 +106,7 @@ def validate_config(cfg: DictConfig) -> None:
             shown = list(value) if isinstance(value, ListConfig) else value
             raise ConfigError(f"{key}={shown!r} is invalid: must be {allowed} (e.g. {key}={example})")
     _check_shapes(cfg)
+    _check_output_range(cfg)
 
 
 def _check_shapes(cfg: DictConfig) -> None:
@@ -120,3 +121,21 @@ def _check_shapes(cfg: DictConfig) -> None:
                 f"{key}={list(shape)} does not match data.shape={data_shape}; networks and data must agree "
                 f"(remove the override of {key}, or pick a data config with that shape)"
             )
+
+
+# A bounded generator output must cover the range the data was scaled to (a Tanh G on [0, 1] data trains, but
+# against the wrong target: the bug of Lightning's GAN example). Linear outputs fit any scaling.
+OUTPUT_RANGES = {"sigmoid": ("unit", "[0, 1]"), "tanh": ("symmetric", "[-1, 1]")}
+
+
+def _check_output_range(cfg: DictConfig) -> None:
+    target, scaling = _value(cfg, "model.generator._target_"), _value(cfg, "data.scaling")
+    if target is MISSING or scaling is MISSING:
+        return
+    activation = "tanh" if str(target).endswith("PyTorchGANGenerator") else _value(cfg, "model.generator.output_activation")
+    if activation in OUTPUT_RANGES and OUTPUT_RANGES[activation][0] != scaling:
+        wanted, bounds = OUTPUT_RANGES[activation]
+        raise ConfigError(
+            f"the generator's {activation} output lies in {bounds} but data.scaling={scaling} does not; networks and "
+            f"data must agree (add data.scaling={wanted}, or use a generator whose output fits {scaling} data)"
+        )
