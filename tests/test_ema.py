@@ -102,6 +102,7 @@ def test_sample_draws_from_the_ema_generator_when_enabled_and_from_g_otherwise()
     torch.testing.assert_close(seeded[0], from_ema)
     torch.testing.assert_close(seeded[1], from_ema)
 
+    torch.testing.assert_close(with_ema.sample(5, noise=z, ema=False), from_g)
     with_ema.sample_from_ema = False  # what gan-eval use_ema=false sets
     torch.testing.assert_close(with_ema.sample(5, noise=z), from_g)
 
@@ -128,3 +129,23 @@ def test_gan_eval_scores_the_ema_generator_by_default_and_the_raw_one_with_use_e
         reports[use_ema] = json.loads(checkpoint.with_suffix(suffix).read_text())
     assert reports["true"]["generator"] == "ema" and reports["false"]["generator"] == "raw"
     assert abs(reports["true"]["test/parzen_ll"] - reports["false"]["test/parzen_ll"]) > 1e-3
+
+
+def test_validation_d_of_g_is_measured_on_the_generator_d_trains_against_not_its_ema():
+    torch.manual_seed(0)
+    model = small_gan(ema_decay=DECAY, lr=0.1)  # no dropout: D is deterministic
+    cpu_trainer(limit_train_batches=3).fit(model, RandomImages.make(n_train=64, batch_size=8))
+    with torch.no_grad():  # an average far from G, so that D tells the two apart
+        for p in model.generator_ema.module.parameters():
+            p.fill_(1.0)
+    logged = {}
+    model.log_dict = lambda metrics, **kwargs: logged.update(metrics)
+    real = torch.rand(16, 1, 8, 8)
+    torch.manual_seed(7)
+    model._evaluate_d(real, "val")
+    torch.manual_seed(7)
+    z = model.noise(16)
+    with torch.no_grad():
+        raw, ema = (torch.sigmoid(model.discriminator(g(z))).mean() for g in (model.generator, model.generator_ema.module))
+    assert abs(float(raw - ema)) > 1e-5  # D is still near 1/2 everywhere, but not the same on both
+    torch.testing.assert_close(logged["val/d_fake"], raw, rtol=0, atol=1e-8)

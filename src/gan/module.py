@@ -164,14 +164,16 @@ class GAN(LightningModule):
 
     def _evaluate_d(self, batch, stage: str) -> None:
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
-        fake = self.sample(real.shape[0])
+        fake = self.sample(real.shape[0], ema=False)  # the G that D is trained against, not its average
         d_real, d_fake = self._d_outputs(self.discriminator(real), self.discriminator(fake)).values()
         self.log_dict({f"{stage}/d_real": d_real, f"{stage}/d_fake": d_fake}, sync_dist=True)
 
     @torch.no_grad()
-    def sample(self, n: int, noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images (or one per row of `noise`) from the evaluation generator (the EMA one when enabled)."""
-        use_ema = self.generator_ema is not None and self.sample_from_ema
+    def sample(self, n: int, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               ema: bool | None = None) -> torch.Tensor:
+        """n images (or one per row of `noise`) from the evaluation generator (the EMA one when enabled;
+        `ema=False` forces the raw G)."""
+        use_ema = self.generator_ema is not None and (self.sample_from_ema if ema is None else ema)
         net = self.generator_ema.module if use_ema else self.generator
         was_training = net.training
         net.eval()
