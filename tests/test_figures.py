@@ -72,3 +72,16 @@ def test_figure1_script_draws_four_panels_and_d_approaches_d_star(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
     gap = float(result.stdout.strip().splitlines()[-1].split("=")[-1])
     assert gap < 0.15  # D trained against a fixed G is close to p_data / (p_data + p_g) (KDE of p_g, finite data)
+
+
+def test_sample_grid_of_the_untrained_generator_is_not_overwritten_by_a_resume_in_epoch_0(tmp_path):
+    from types import SimpleNamespace
+
+    from gan.callbacks import SampleGrid
+
+    grid, saved = SampleGrid(dirpath=str(tmp_path)), []
+    grid.save = lambda trainer, module, name: saved.append(name)
+    in_epoch_0 = SimpleNamespace(current_epoch=0, sanity_checking=False)
+    grid.on_train_start(in_epoch_0, SimpleNamespace(batches_seen=0))  # a fresh run
+    grid.on_train_start(in_epoch_0, SimpleNamespace(batches_seen=7))  # resumed after 7 batches of epoch 0
+    assert saved == ["epoch_0000"]

@@ -171,3 +171,29 @@ def test_checkpoint_write_failure_leaves_the_previous_checkpoint_intact(tmp_path
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_resume_from_an_epoch_end_checkpoint_runs_the_next_epoch_whole_and_matches_an_uninterrupted_run(tmp_path):
+    """What a requeued job does: last.ckpt was written at an epoch end, so the loader's saved position is the
+    end of that epoch; the next epoch must still run from its first batch."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from tests.helpers import RandomImages, cpu_trainer, small_gan
+
+    def data():
+        return RandomImages.make(n_train=64, batch_size=8)
+
+    torch.manual_seed(0)  # the same initial weights for both runs
+    uninterrupted = small_gan(seed=3)
+    cpu_trainer(max_epochs=2).fit(uninterrupted, data())
+    torch.manual_seed(0)
+
+    first = cpu_trainer(max_epochs=1, enable_checkpointing=True,
+                        callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])  # fmt: skip
+    first.fit(small_gan(seed=3), data())
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["gan_counters"]["batches_seen"] == 8
+    resumed = small_gan(seed=3)
+    cpu_trainer(max_epochs=2).fit(resumed, data(), ckpt_path=tmp_path / "last.ckpt")
+    assert resumed.batches_seen == 16 and resumed.steps == {"g": 16, "d": 16}
+    for (name, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -44,7 +44,8 @@ class SampleGrid(Callback):
         return path
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.current_epoch == 0 and not trainer.sanity_checking:
+        # Only a run that starts from scratch shows the untrained G (a resume within epoch 0 is already trained).
+        if trainer.current_epoch == 0 and pl_module.batches_seen == 0 and not trainer.sanity_checking:
             self.save(trainer, pl_module, "epoch_0000")
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
