@@ -78,7 +78,7 @@ def test_gcn_scale_and_symmetric_scaling(cifar):
 
 def test_yaml_config_is_the_papers_and_instantiates(cifar, tmp_path):
     root, _ = cifar
-    cfg = compose_train(["data=cifar10", f"data.root={root}", "data.verify=false", "data.download=false",
+    cfg = compose_train(["experiment=cifar10_fc", f"data.root={root}", "data.verify=false", "data.download=false",
                          "data.val_size=20", f"paths.output_dir={tmp_path}"])  # fmt: skip
     validate_config(cfg)
     assert list(cfg.data.shape) == [3, 32, 32] and cfg.data.scaling == "gcn" and cfg.data.gcn_scale == 55.0
