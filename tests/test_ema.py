@@ -129,6 +129,13 @@ def test_gan_eval_scores_the_ema_generator_by_default_and_the_raw_one_with_use_e
         reports[use_ema] = json.loads(checkpoint.with_suffix(suffix).read_text())
     assert reports["true"]["generator"] == "ema" and reports["false"]["generator"] == "raw"
     assert abs(reports["true"]["test/parzen_ll"] - reports["false"]["test/parzen_ll"]) > 1e-3
+    # the run's own test protocol is used, and a protocol key set on the command line wins over it
+    stored = torch.load(checkpoint, weights_only=False)["gan_config"]["callbacks"]["parzen"]
+    assert reports["true"]["parzen"]["num_centres"] == stored["test_samples"]
+    result = run_cli("gan-eval", f"ckpt_path={checkpoint}", "callbacks.parzen.test_samples=37", "debug=fast",
+                     f"data.root={tiny_mnist_root}", f"hydra.run.dir={tmp_path / 'override'}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(checkpoint.with_suffix(".eval.json").read_text())["parzen"]["num_centres"] == 37
 
 
 def test_validation_d_of_g_is_measured_on_the_generator_d_trains_against_not_its_ema():

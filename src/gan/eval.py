@@ -34,11 +34,13 @@ EXPLICIT_CHOICES = ("experiment=", "model=", "data=", "model/", "+experiment=")
 PARZEN_PROTOCOL_KEYS = ("test_samples", "test_points", "test_select_points", "sigmas")
 
 
-def _command_line_overrides() -> list[str]:
+def _command_line_sets(*prefixes: str) -> bool:
+    """Whether an override on the command line starts with one of `prefixes` (after any ~ or +)."""
     try:
-        return list(HydraConfig.get().overrides.task)
+        overrides = HydraConfig.get().overrides.task
     except ValueError:
-        return []
+        return False
+    return any(o.lstrip("~+").startswith(prefixes) for o in overrides)
 
 
 def config_for_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
@@ -47,8 +49,7 @@ def config_for_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
     from gan.callbacks.run_config import StoreRunConfig
 
     stored = checkpoint.get(StoreRunConfig.KEY)
-    overrides = _command_line_overrides()
-    if stored is None or any(o.lstrip("~+").startswith(EXPLICIT_CHOICES) for o in overrides):
+    if stored is None or _command_line_sets(*EXPLICIT_CHOICES):
         return cfg
     cfg = cfg.copy()
     with open_dict(cfg):
@@ -60,7 +61,7 @@ def config_for_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
         stored_parzen = (stored.get("callbacks") or {}).get("parzen") or {}
         if "parzen" in (cfg.get("callbacks") or {}):
             for key in PARZEN_PROTOCOL_KEYS:
-                if key in stored_parzen and not any(o.lstrip("~+").startswith(f"callbacks.parzen.{key}=") for o in overrides):
+                if key in stored_parzen and not _command_line_sets(f"callbacks.parzen.{key}="):
                     cfg.callbacks.parzen[key] = stored_parzen[key]
     return cfg
 
