@@ -93,6 +93,15 @@ def test_wrong_image_shape(corrupt_root, tmp_path):
     _assert_clean_failure(result, ["shape (1, 32, 32)", "data.shape is [1, 28, 28]"])
 
 
+def test_batch_larger_than_the_training_split(tiny_mnist_root, tmp_path):
+    result = run_cli("gan-train", "debug=fast", *tiny_data_overrides(tiny_mnist_root), "data.batch_size=5000",
+                     f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    _assert_clean_failure(result, ["has 400 training images, fewer than one batch of data.batch_size=5000",
+                                   "lower data.batch_size"])  # fmt: skip
+    assert result.stderr.strip().splitlines()[-1].startswith("error: MNIST has 400 training images")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_checkpoint_that_does_not_exist(tmp_path):
     result = run_cli("gan-train", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}")
     _assert_clean_failure(result, ["nope.ckpt does not exist", "Fix: pass the path of a .ckpt file"])

@@ -21,11 +21,19 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     table = (out / "table1.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| mnist_paper"))
-    lls = [json.loads((out / "mnist" / f"seed{s}" / "metrics.json").read_text())["test/parzen_ll"] for s in (1, 2)]
-    assert f"seed 1: {lls[0]:.1f}" in row and f"seed 2: {lls[1]:.1f}" in row and "225 +- 2" in row
-    # a second call reuses the finished runs instead of training again
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    # the headline: the full protocol on the last checkpoint (gan-eval); beside it, gan-train's test of the best
+    last = [json.loads((out / "mnist" / f"seed{s}" / "checkpoints" / "last.eval.json").read_text()) for s in (1, 2)]
+    best = [json.loads((out / "mnist" / f"seed{s}" / "metrics.json").read_text()) for s in (1, 2)]
+    lls = [m["test/parzen_ll"] for m in last]
+    mean, se = (lls[0] + lls[1]) / 2, abs(lls[0] - lls[1]) / 2
+    assert cells[2] == f"{mean:.1f} +- {se:.1f}"
+    assert cells[3].startswith(f"seed 1: {lls[0]:.1f} +- {last[0]['test/parzen_se']:.1f}") and f"seed 2: {lls[1]:.1f}" in cells[3]
+    assert f"seed 1: {best[0]['test/parzen_ll']:.1f}" in cells[4] and f"seed 2: {best[1]['test/parzen_ll']:.1f}" in cells[4]
+    assert cells[5] == "225 +- 2"
+    # a second call reuses the finished runs and their evaluations instead of computing them again
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert again.returncode == 0 and "gan.train" not in again.stdout
+    assert again.returncode == 0 and "gan.train" not in again.stdout and "gan.eval" not in again.stdout
     # ... but not with other settings: that would report the old runs under the new ones
     before = table
     other = [*command[:command.index("--epochs") + 1], "2", *command[command.index("--epochs") + 2:]]
@@ -41,12 +49,14 @@ def test_reproduce_table1_scores_tfd_per_fold_as_the_paper(tmp_path):
     write_tfd(tmp_path / "data" / "TFD")
     out = tmp_path / "table1"
     small = ["debug=fast", "model.generator.hidden_sizes=[16,16]", "model.discriminator.hidden_units=[8,8]",
-             "callbacks.parzen.test_samples=50"]  # fmt: skip
+             "callbacks.parzen.test_samples=50", "data.batch_size=4",
+             "callbacks.parzen.select_points=2", "callbacks.parzen.val_points=3"]  # fmt: skip
     command = [sys.executable, str(REPO / "scripts" / "reproduce_table1.py"), "--datasets", "tfd", "--folds", "0", "3",
                "--seeds", "1", "--epochs", "1", "--data-root", str(tmp_path / "data"), "--out", str(out), "--", *small]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    lls = [json.loads((out / "tfd" / f"fold{f}" / "seed1" / "metrics.json").read_text())["test/parzen_ll"] for f in (0, 3)]
+    lls = [json.loads((out / "tfd" / f"fold{f}" / "seed1" / "checkpoints" / "last.eval.json").read_text())["test/parzen_ll"]
+           for f in (0, 3)]  # fmt: skip
     row = next(line for line in (out / "table1.md").read_text().splitlines() if line.startswith("| tfd_paper"))
     assert "(stage 1 only)" in row and "2057 +- 26 (over 5 folds)" in row
     assert f"fold 0 seed 1: {lls[0]:.1f}" in row and f"fold 3 seed 1: {lls[1]:.1f}" in row

@@ -109,7 +109,15 @@ class InMemoryImageDataModule(LightningDataModule):
                                  world_size=world, progress=progress)  # fmt: skip
 
     def train_dataloader(self):
-        return self._loader("train", train=True)
+        loader = self._loader("train", train=True)
+        if len(loader) == 0:  # every batch is full (drop_last), so a split smaller than one batch trains nothing
+            rank, world = self._rank_world()
+            share = f" ({world} processes share them)" if world > 1 else ""
+            raise DataError(
+                f"{self.name} has {len(self.splits['train'])} training images{share}, fewer than one batch of "
+                f"data.batch_size={self.batch_size}, so nothing would train; lower data.batch_size"
+            )
+        return loader
 
     def val_dataloader(self):
         return self._loader("val", train=False)
