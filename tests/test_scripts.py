@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import tiny_data_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,3 +76,22 @@ def test_bench_train_prints_the_framework_to_bare_ratio(tiny_mnist_root, tmp_pat
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["framework_steps_per_s"] > 0 and summary["bare_steps_per_s"] > 0
     assert abs(summary["ratio_median"] - summary["framework_steps_per_s"] / summary["bare_steps_per_s"]) < 1e-9
+
+
+def test_parzen_selection_repeats_the_runs_own_validation_and_test_numbers(tiny_mnist_root, tmp_path):
+    import csv
+
+    from tests.helpers import run_cli
+
+    run_dir = tmp_path / "run"
+    assert run_cli("gan-train", "debug=fast", f"hydra.run.dir={run_dir}", *tiny_data_overrides(tiny_mnist_root)).returncode == 0
+    logged = [float(r["val/parzen_ll"]) for r in csv.DictReader((run_dir / "csv" / "metrics.csv").open()) if r["val/parzen_ll"]]
+    tested = json.loads((run_dir / "metrics.json").read_text())  # gan-train's test of the best checkpoint (epoch 0)
+    command = [sys.executable, str(REPO / "scripts" / "parzen_selection.py"), str(run_dir / "checkpoints" / "epoch_0000.ckpt"),
+               "--samples", "100", "200", "--data-root", str(tiny_mnist_root)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    cells = [cell.strip() for cell in result.stdout.strip().splitlines()[-1].strip("|").split("|")]
+    assert float(cells[2]) == pytest.approx(logged[-1], abs=1e-3)  # debug=fast validates with 200 samples
+    assert float(cells[1]) != pytest.approx(logged[-1], abs=1e-3)
+    assert cells[3] == f"{tested['test/parzen_ll']:.1f} +- {tested['test/parzen_se']:.1f}"

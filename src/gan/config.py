@@ -76,7 +76,7 @@ RULES: dict[str, tuple[Check, str, str]] = {
                         "an integer >= 1, a list of device ids, or auto", "1"),
     "trainer.num_nodes": (_int_at_least(1), "an integer >= 1", "1"),
     **{f"callbacks.parzen.{name}": (_int_at_least(1), "an integer >= 1", example) for name, example in (
-        ("val_samples", "2000"), ("val_points", "1000"), ("select_points", "1000"), ("test_samples", "10000"),
+        ("val_samples", "10000"), ("val_points", "1000"), ("select_points", "1000"), ("test_samples", "10000"),
         ("sample_batch_size", "1000"))},
     "callbacks.parzen.test_points": (_optional(_int_at_least(1)), "null (the whole test set) or an integer >= 1", "null"),
     "callbacks.parzen.test_select_points": (_optional(_int_at_least(1)),

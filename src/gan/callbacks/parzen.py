@@ -13,15 +13,18 @@ from gan.errors import ConfigError, DivergenceError
 from gan.metrics.parzen import DEFAULT_SIGMAS, ParzenResult, parzen_protocol, validate_inputs
 
 
+def draw_samples(pl_module: LightningModule, n: int, seed: int, batch_size: int, rank: int = 0) -> torch.Tensor:
+    """The n samples one rank contributes to the estimate (reproducible from the checkpoint: scripts/parzen_selection.py)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)
+    return torch.cat([
+        pl_module.sample(min(batch_size, n - start), generator=generator).float() for start in range(0, n, batch_size)
+    ])  # fmt: skip
+
+
 def gather_samples(trainer: Trainer, pl_module: LightningModule, n: int, seed: int, batch_size: int) -> torch.Tensor:
     """n generator samples, identical on every rank: each rank draws its share with its own seed, then all_gather."""
-    world, rank = trainer.world_size, trainer.global_rank
-    per_rank = -(-n // world)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)
-    local = torch.cat([
-        pl_module.sample(min(batch_size, per_rank - start), generator=generator).float()
-        for start in range(0, per_rank, batch_size)
-    ])  # fmt: skip
+    world = trainer.world_size
+    local = draw_samples(pl_module, -(-n // world), seed, batch_size, trainer.global_rank)
     if world == 1:
         return local
     return pl_module.all_gather(local).flatten(0, 1)[:n]
@@ -30,7 +33,7 @@ def gather_samples(trainer: Trainer, pl_module: LightningModule, n: int, seed: i
 class ParzenLogLikelihood(Callback):
     """Logs `val/parzen_ll` at every validation and `test/parzen_ll`, `test/parzen_se`, `test/parzen_sigma`.
 
-    Validation (quick): `val_samples` centres; sigma picked on the first `select_points` validation images,
+    Validation (for model selection): `val_samples` centres; sigma picked on the first `select_points` validation images,
     the log-likelihood reported on the next `val_points` (never on the test set, so it can pick models).
     Test (the paper's protocol): `test_samples` centres, sigma on the first `test_select_points` validation
     images (MNIST: 1,000; null: the whole validation split, as for TFD), the whole test set (or its first
@@ -40,7 +43,7 @@ class ParzenLogLikelihood(Callback):
 
     def __init__(
         self,
-        val_samples: int = 2000,
+        val_samples: int = 10000,
         val_points: int = 1000,
         select_points: int = 1000,
         test_samples: int = 10000,
