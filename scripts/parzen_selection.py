@@ -16,7 +16,7 @@ import argparse
 from gan.callbacks.parzen import draw_samples
 from gan.data.scaling import is_invertible
 from gan.metrics.parzen import parzen_protocol
-from gan.utils.checkpoints import model_and_data_from_checkpoint
+from gan.utils.checkpoints import load_checkpoint, model_and_data_from_checkpoint
 
 
 def scores(path: str, sample_counts: list[int], data_root: str | None) -> tuple[list[float], str]:
@@ -43,11 +43,12 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args()
 
-    print("| checkpoint | " + " | ".join(f"val/parzen_ll, {n} samples" for n in args.samples) + " | test protocol |")
-    print("|---|" + "---|" * (len(args.samples) + 1))
+    print("| checkpoint | epoch | " + " | ".join(f"val/parzen_ll, {n} samples" for n in args.samples) + " | test protocol |")
+    print("|---|---|" + "---|" * (len(args.samples) + 1))
     for path in args.checkpoints:
         val_lls, full = scores(path, args.samples, args.data_root)
-        print(f"| {path} | " + " | ".join(f"{ll:.3f}" for ll in val_lls) + f" | {full} |", flush=True)
+        epoch = load_checkpoint(path)["epoch"]  # the epoch it was saved in (0-based)
+        print(f"| {path} | {epoch} | " + " | ".join(f"{ll:.3f}" for ll in val_lls) + f" | {full} |", flush=True)
 
 
 if __name__ == "__main__":

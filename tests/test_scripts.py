@@ -92,6 +92,7 @@ def test_parzen_selection_repeats_the_runs_own_validation_and_test_numbers(tiny_
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     cells = [cell.strip() for cell in result.stdout.strip().splitlines()[-1].strip("|").split("|")]
-    assert float(cells[2]) == pytest.approx(logged[-1], abs=1e-3)  # debug=fast validates with 200 samples
-    assert float(cells[1]) != pytest.approx(logged[-1], abs=1e-3)
-    assert cells[3] == f"{tested['test/parzen_ll']:.1f} +- {tested['test/parzen_se']:.1f}"
+    assert cells[1] == "0"
+    assert float(cells[3]) == pytest.approx(logged[-1], abs=1e-3)  # debug=fast validates with 200 samples
+    assert float(cells[2]) != pytest.approx(logged[-1], abs=1e-3)
+    assert cells[4] == f"{tested['test/parzen_ll']:.1f} +- {tested['test/parzen_se']:.1f}"
