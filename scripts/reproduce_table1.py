@@ -7,7 +7,7 @@ Parzen protocol, and write a markdown table beside the paper's.
 
 Runs go to <out>/<dataset>/seed<k>/ (TFD: <out>/tfd/fold<f>/seed<k>/); re-running the script resumes unfinished
 runs and skips finished ones, and refuses a folder whose run was started with other settings. The table is
-<out>/table1.md. The headline is the model at the end of the budget (`gan-eval` on last.ckpt): the paper
+<out>/table1.md (a call replaces the rows of its datasets and keeps the others). The headline is the model at the end of the budget (`gan-eval` on last.ckpt): the paper
 recorded no model selection. Beside it, each run's best checkpoint by val/parzen_ll (scored by gan-train's
 test stage). MNIST-like rows: mean +- s.e. over seeds. TFD, as in the paper: one run per fold (each with
 its own sigma), mean +- s.e. over folds (and seeds). Extra `key=value` arguments after `--` are passed to every
@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 EXPERIMENTS = {"mnist": "mnist_paper", "fashion_mnist": "fashion_mnist_paper", "tfd": "tfd_paper"}
 PAPER = {"mnist": "225 +- 2", "tfd": "2057 +- 26 (over 5 folds)", "fashion_mnist": "(not in the paper)"}
@@ -93,6 +95,17 @@ def describe(results: list, ll_key: str, se_key: str, sigma_key: str) -> str:
     )
 
 
+HEADER = ("| model | dataset | epochs | Parzen log-likelihood at the end of training (mean +- s.e.) | per run: test ll "
+          "+- s.e. (sigma) | best checkpoint by val/parzen_ll, per run | paper (adversarial nets) | wall time |")
+
+
+def merged_rows(table: Path, new_rows: dict[str, str]) -> list[str]:
+    """This call's rows, after the rows of other datasets that an earlier call wrote to the same table."""
+    lines = table.read_text().splitlines() if table.exists() else []
+    kept = [line for line in lines[2:] if lines[:1] == [HEADER] and line.split("|")[2].strip() not in new_rows]
+    return kept + list(new_rows.values())
+
+
 def summarise(lls: list[float]) -> str:
     if len(lls) == 1:
         return f"{lls[0]:.1f}"
@@ -113,26 +126,25 @@ def main() -> int:
     args, extra = parser.parse_known_args()
     extra = [e for e in extra if e != "--"] + ([f"model.ema_decay={args.ema_decay}"] if args.ema_decay else [])
 
-    rows = ["| model | dataset | Parzen log-likelihood at the end of training (mean +- s.e.) | per run: test ll +- s.e. "
-            "(sigma) | best checkpoint by val/parzen_ll, per run | paper (adversarial nets) | wall time |",
-            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = {}
     for dataset in args.datasets:
         folds = args.folds if dataset == "tfd" else [None]
-        best, last = [], []
+        best, last, epochs = [], [], set()
         for fold, seed in [(fold, seed) for fold in folds for seed in args.seeds]:
             folder = run_folder(dataset, seed, fold, args)
             best.append(((fold, seed), train(folder, dataset, seed, fold, args, extra)))
             last.append(((fold, seed), evaluate_last(folder, args)))
+            epochs.add(OmegaConf.load(folder / ".hydra" / "config.yaml").trainer.max_epochs)
         hours = sum(m.get("wall_seconds", float("nan")) for _, m in best) / 3600
         model = EXPERIMENTS[dataset] + (" (stage 1 only)" if dataset == "tfd" else "")
         model += f" + EMA {args.ema_decay}" if args.ema_decay else ""
-        rows.append(
-            f"| {model} | {dataset} | {summarise([m['test/parzen_ll'] for _, m in last])} "
+        rows[dataset] = (
+            f"| {model} | {dataset} | {', '.join(map(str, sorted(epochs)))} | {summarise([m['test/parzen_ll'] for _, m in last])} "
             f"| {describe(last, 'test/parzen_ll', 'test/parzen_se', 'test/parzen_sigma')} "
             f"| {describe(best, 'test/parzen_ll', 'test/parzen_se', 'test/parzen_sigma')} | {PAPER[dataset]} | {hours:.1f} h |"
         )
-    table = "\n".join(rows) + "\n"
     out = Path(args.out) / "table1.md"
+    table = "\n".join([HEADER, "|" + "---|" * (HEADER.count("|") - 1), *merged_rows(out, rows)]) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)
     print(table)

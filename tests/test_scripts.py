@@ -29,10 +29,11 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     best = [json.loads((out / "mnist" / f"seed{s}" / "metrics.json").read_text()) for s in (1, 2)]
     lls = [m["test/parzen_ll"] for m in last]
     mean, se = (lls[0] + lls[1]) / 2, abs(lls[0] - lls[1]) / 2
-    assert cells[2] == f"{mean:.1f} +- {se:.1f}"
-    assert cells[3].startswith(f"seed 1: {lls[0]:.1f} +- {last[0]['test/parzen_se']:.1f}") and f"seed 2: {lls[1]:.1f}" in cells[3]
-    assert f"seed 1: {best[0]['test/parzen_ll']:.1f}" in cells[4] and f"seed 2: {best[1]['test/parzen_ll']:.1f}" in cells[4]
-    assert cells[5] == "225 +- 2"
+    assert cells[2] == "1"  # epochs
+    assert cells[3] == f"{mean:.1f} +- {se:.1f}"
+    assert cells[4].startswith(f"seed 1: {lls[0]:.1f} +- {last[0]['test/parzen_se']:.1f}") and f"seed 2: {lls[1]:.1f}" in cells[4]
+    assert f"seed 1: {best[0]['test/parzen_ll']:.1f}" in cells[5] and f"seed 2: {best[1]['test/parzen_ll']:.1f}" in cells[5]
+    assert cells[6] == "225 +- 2"
     # a second call reuses the finished runs and their evaluations instead of computing them again
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert again.returncode == 0 and "gan.train" not in again.stdout and "gan.eval" not in again.stdout
@@ -43,6 +44,21 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     assert refused.returncode != 0 and "gan.train" not in refused.stdout
     assert "holds a run started with other settings (differing: trainer.max_epochs=1, trainer.max_epochs=2)" in refused.stderr
     assert (out / "table1.md").read_text() == before
+
+
+def test_reproduce_table1_keeps_the_rows_of_datasets_it_did_not_run(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce_table1", REPO / "scripts" / "reproduce_table1.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    table = tmp_path / "table1.md"
+    fashion, old_mnist, new_mnist = "| m | fashion_mnist | 80 | 321.3 |", "| m | mnist | 1 | 5.0 |", "| m | mnist | 300 | 230.0 |"
+    table.write_text("\n".join([script.HEADER, "|---|", fashion, old_mnist]) + "\n")
+    assert script.merged_rows(table, {"mnist": new_mnist}) == [fashion, new_mnist]
+    table.write_text("| an older format |\n|---|\n" + fashion + "\n")  # other columns: not mixed in
+    assert script.merged_rows(table, {"mnist": new_mnist}) == [new_mnist]
+    assert script.merged_rows(tmp_path / "none.md", {"mnist": new_mnist}) == [new_mnist]
 
 
 def test_reproduce_table1_scores_tfd_per_fold_as_the_paper(tmp_path):
