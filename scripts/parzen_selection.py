@@ -15,6 +15,7 @@ import argparse
 
 from gan.callbacks.parzen import draw_samples
 from gan.data.scaling import is_invertible
+from gan.errors import GANError
 from gan.metrics.parzen import parzen_protocol
 from gan.utils.checkpoints import load_checkpoint, model_and_data_from_checkpoint
 
@@ -36,17 +37,26 @@ def scores(path: str, sample_counts: list[int], data_root: str | None) -> tuple[
     return val_lls, f"{full.ll:.1f} +- {full.se:.1f}"
 
 
+def sample_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sample count (an integer >= 1, e.g. 10000)")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+")
-    parser.add_argument("--samples", nargs="+", type=int, default=[2000, 10000], help="validation sample counts to compare")
+    parser.add_argument("--samples", nargs="+", type=sample_count, default=[2000, 10000], help="validation sample counts to compare")
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args()
 
     print("| checkpoint | epoch | " + " | ".join(f"val/parzen_ll, {n} samples" for n in args.samples) + " | test protocol |")
     print("|---|---|" + "---|" * (len(args.samples) + 1))
     for path in args.checkpoints:
-        val_lls, full = scores(path, args.samples, args.data_root)
+        try:
+            val_lls, full = scores(path, args.samples, args.data_root)
+        except GANError as error:
+            parser.exit(2, f"parzen_selection: error: {error}\n")
         epoch = load_checkpoint(path)["epoch"]  # the epoch it was saved in (0-based)
         print(f"| {path} | {epoch} | " + " | ".join(f"{ll:.3f}" for ll in val_lls) + f" | {full} |", flush=True)
 

@@ -49,6 +49,13 @@ def check_settings(run_dir: Path, overrides: list[str]) -> None:
         recorded.write_text(json.dumps(settings, indent=2) + "\n")
 
 
+def run_step(command: list[str], folder: Path) -> None:
+    """gan-train or gan-eval; a failure stops the script in one line (the command printed its own reason)."""
+    if (code := subprocess.run(command).returncode) != 0:
+        raise SystemExit(f"error: {command[2]} exited with {code}; its error is above and its log in {folder}. "
+                         "Fix that, then re-run this script: finished runs are reused, unfinished ones resume")
+
+
 def run_folder(dataset: str, seed: int, fold: int | None, args) -> Path:
     return Path(args.out) / dataset / (f"fold{fold}" if fold is not None else "") / f"seed{seed}"
 
@@ -66,7 +73,7 @@ def train(run_dir: Path, dataset: str, seed: int, fold: int | None, args, extra:
                "callbacks.rich_progress_bar.refresh_rate=0", *overrides]  # fmt: skip
     start = time.time()
     print(" ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    run_step(command, run_dir)
     metrics = json.loads(metrics_file.read_text())
     metrics["wall_seconds"] = time.time() - start
     metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -84,7 +91,7 @@ def evaluate_last(run_dir: Path, args) -> dict:
         command = [sys.executable, "-m", "gan.eval", f"ckpt_path={checkpoint}", f"hydra.run.dir={run_dir / 'eval_last'}",
                    *([f"data.root={args.data_root}"] if args.data_root else [])]  # fmt: skip
         print(" ".join(command), flush=True)
-        subprocess.run(command, check=True)
+        run_step(command, run_dir / "eval_last")
     return json.loads(result.read_text())
 
 

@@ -46,6 +46,25 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     assert (out / "table1.md").read_text() == before
 
 
+def test_reproduce_table1_stops_in_one_line_when_a_run_fails(tiny_mnist_root, tmp_path):
+    command = [sys.executable, str(REPO / "scripts" / "reproduce_table1.py"), "--seeds", "1", "--data-root",
+               str(tiny_mnist_root), "--out", str(tmp_path / "table1"), "--", "model.k=0"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "model.k=0 is invalid" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: gan.train exited with 1; its error is above")
+    assert not (tmp_path / "table1" / "table1.md").exists()
+
+
+def test_parzen_selection_refuses_bad_arguments_in_one_line(tmp_path):
+    script = str(REPO / "scripts" / "parzen_selection.py")
+    zero = subprocess.run([sys.executable, script, "--samples", "0", "x.ckpt"], capture_output=True, text=True, cwd=tmp_path)
+    assert zero.returncode == 2 and "'0' is not a sample count (an integer >= 1" in zero.stderr
+    missing = subprocess.run([sys.executable, script, "nope.ckpt"], capture_output=True, text=True, cwd=tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1].startswith("parzen_selection: error: ckpt_path=nope.ckpt does not exist")
+
+
 def test_reproduce_table1_keeps_the_rows_of_datasets_it_did_not_run(tmp_path):
     import importlib.util
 
