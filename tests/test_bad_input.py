@@ -102,6 +102,23 @@ def test_batch_larger_than_the_training_split(tiny_mnist_root, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_every_process_refuses_a_share_smaller_than_one_batch(tiny_mnist_root, num_workers):
+    from types import SimpleNamespace
+
+    from gan.data import MNISTDataModule
+    from gan.errors import DataError
+
+    data = MNISTDataModule(root=str(tiny_mnist_root), verify=False, download=False, val_size=200, batch_size=250,
+                           num_workers=num_workers)  # fmt: skip
+    data.setup()
+    assert len(data.train_dataloader()) == 1  # one process: 400 images make one batch of 250
+    for rank in (0, 1):  # two processes: 200 each, on every rank (none may go on to wait for the other)
+        data.trainer = SimpleNamespace(global_rank=rank, world_size=2)
+        with pytest.raises(DataError, match="has 400 training images, 200 for each of 2 processes, fewer than one batch"):
+            data.train_dataloader()
+
+
 def test_checkpoint_that_does_not_exist(tmp_path):
     result = run_cli("gan-train", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}")
     _assert_clean_failure(result, ["nope.ckpt does not exist", "Fix: pass the path of a .ckpt file"])

@@ -57,6 +57,22 @@ def test_a_new_run_refuses_to_overwrite_existing_checkpoints(tiny_mnist_root, tm
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
 
 
+def test_a_resume_that_would_score_val_parzen_another_way_is_refused(tiny_mnist_root, tmp_path):
+    run_dir = tmp_path / "run"
+    assert _train(run_dir, tiny_mnist_root, "trainer.max_epochs=1").returncode == 0
+    before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    again = _train(run_dir, tiny_mnist_root, "auto_resume=true", "callbacks.parzen.val_samples=300",
+                   "callbacks.parzen.sigmas=[0.2,0.5]")  # fmt: skip
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    lines = again.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and lines[-1].endswith(
+        "to resume it, add callbacks.parzen.val_samples=200 callbacks.parzen.sigmas=[0.1,0.12915497,0.16681005,"
+        "0.21544347,0.27825594,0.35938137,0.46415888,0.59948425,0.77426368,1.0]")
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
+    # the same settings resume (here: into a second epoch)
+    assert _train(run_dir, tiny_mnist_root, "auto_resume=true").returncode == 0
+
+
 def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tiny_mnist_root, tmp_path):
     run_dir = tmp_path / "run"
     result = _train(run_dir, tiny_mnist_root, "+callbacks.poison._target_=tests.fault_injection.PoisonLossAtBatch",

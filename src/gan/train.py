@@ -27,11 +27,11 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if cfg.get("ckpt_path"):
-        load_checkpoint(cfg.ckpt_path)
+        check_same_selection_metric(cfg, load_checkpoint(cfg.ckpt_path), cfg.ckpt_path)
         return str(cfg.ckpt_path)
     if last.exists():
         if cfg.get("auto_resume"):
-            load_checkpoint(last)
+            check_same_selection_metric(cfg, load_checkpoint(last), last)
             log.info("resuming from %s", last)
             return str(last)
         raise ConfigError(
@@ -39,6 +39,28 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
             "ckpt_path=... to resume from a checkpoint, or choose a new hydra.run.dir"
         )
     return None
+
+
+# What val/parzen_ll depends on besides the weights (the test protocol does not pick checkpoints).
+SELECTION_KEYS = ("val_samples", "val_points", "select_points", "sigmas")
+
+
+def check_same_selection_metric(cfg: DictConfig, checkpoint: dict, path) -> None:
+    """A resumed run keeps its best val/parzen_ll, so the epochs after the resume must be scored the same way."""
+    from gan.callbacks.run_config import StoreRunConfig
+
+    before = ((checkpoint.get(StoreRunConfig.KEY) or {}).get("callbacks") or {}).get("parzen")
+    now = (cfg.get("callbacks") or {}).get("parzen")
+    if not cfg.get("train", True) or not before or now is None:
+        return
+    now = OmegaConf.to_container(now, resolve=True)
+    changed = [key for key in SELECTION_KEYS if key in before and before[key] != now.get(key)]
+    if changed:
+        settings = " ".join(f"callbacks.parzen.{key}={json.dumps(before[key]).replace(' ', '')}" for key in changed)
+        raise ConfigError(
+            f"{path} was scored with {settings}, this config differs, and its best val/parzen_ll would be compared "
+            f"with numbers computed another way; to resume it, add {settings}"
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -109,15 +109,16 @@ class InMemoryImageDataModule(LightningDataModule):
                                  world_size=world, progress=progress)  # fmt: skip
 
     def train_dataloader(self):
-        loader = self._loader("train", train=True)
-        if len(loader) == 0:  # every batch is full (drop_last), so a split smaller than one batch trains nothing
-            rank, world = self._rank_world()
-            share = f" ({world} processes share them)" if world > 1 else ""
+        # Every batch is full (drop_last), so a share smaller than one batch trains nothing; every process
+        # computes the same share, so all of them stop here together (none is left waiting in a collective).
+        images, world = len(self.splits["train"]), self._rank_world()[1]
+        if images // world < self.batch_size:
+            share = f", {images // world} for each of {world} processes" if world > 1 else ""
             raise DataError(
-                f"{self.name} has {len(self.splits['train'])} training images{share}, fewer than one batch of "
+                f"{self.name} has {images} training images{share}, fewer than one batch of "
                 f"data.batch_size={self.batch_size}, so nothing would train; lower data.batch_size"
             )
-        return loader
+        return self._loader("train", train=True)
 
     def val_dataloader(self):
         return self._loader("val", train=False)

@@ -61,5 +61,5 @@ def model_and_data_from_checkpoint(ckpt_path: str | Path, data_root: str | None 
     model = instantiate(stored["model"])
     with architecture_errors_explained(ckpt_path):
         model.load_state_dict(checkpoint["state_dict"])
-    data_config = dict(stored["data"], **({"root": data_root} if data_root and "root" in stored["data"] else {}))
+    data_config = dict(stored["data"], **({"root": data_root} if data_root else {}))
     return model.eval(), instantiate(data_config), stored
