@@ -1,40 +1,56 @@
 """How well the validation Parzen estimate selects checkpoints: for each checkpoint, val/parzen_ll as the
-`parzen` callback computes it with several sample counts, beside the full test protocol (gan-eval's number).
+`parzen` callback computes it with several sample counts, beside the full test protocol.
 
     python scripts/parzen_selection.py outputs/table1/fashion_mnist/seed1/checkpoints/{epoch_0008,last}.ckpt \
         --samples 2000 10000 --data-root ../shared/data
 
-A good selector ranks checkpoints as the test protocol does. Samples are drawn as the run's `parzen` callback
-draws them (its seed; one process), so the column of the run's own val_samples repeats the val/parzen_ll it
-logged for that checkpoint. Runs that kept an EMA generator are scored with it. Prints a markdown table.
+A good selector ranks checkpoints as the test protocol does. Everything follows the run's own `parzen`
+settings and draws the samples as its processes did, so the column of the run's val_samples repeats the
+val/parzen_ll it logged for that checkpoint, and the last column gan-train's test stage. Runs that kept an
+EMA generator are scored with it. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from gan.callbacks.parzen import draw_samples
-from gan.data.scaling import is_invertible
-from gan.errors import GANError
-from gan.metrics.parzen import parzen_protocol
+import torch
+
+from gan.callbacks.parzen import ParzenLogLikelihood, draw_samples
+from gan.errors import ConfigError, GANError
 from gan.utils.checkpoints import load_checkpoint, model_and_data_from_checkpoint
 
 
-def scores(path: str, sample_counts: list[int], data_root: str | None) -> tuple[list[float], str]:
+def processes(trainer_config: dict) -> int:
+    """How many processes drew the run's samples (each its own share, with its own seed)."""
+    devices = trainer_config.get("devices", 1)
+    if isinstance(devices, list):
+        devices = len(devices)
+    if not isinstance(devices, int) or devices < 1:
+        raise ConfigError(f"the run used trainer.devices={devices!r}, so its process count is unknown here. "
+                          "Fix: pass --processes N (its number of GPUs x nodes)")  # fmt: skip
+    return devices * trainer_config.get("num_nodes", 1)
+
+
+def scores(path: str, sample_counts: list[int], data_root: str | None, world: int | None) -> tuple[int, list[float], str]:
     model, data, stored = model_and_data_from_checkpoint(path, data_root)
-    parzen = stored["callbacks"]["parzen"]
+    settings = (stored.get("callbacks") or {}).get("parzen")
+    if not settings:
+        raise ConfigError(f"{path} comes from a run without the parzen callback, so it logged no val/parzen_ll to repeat")
+    parzen = ParzenLogLikelihood(**{key: value for key, value in settings.items() if key != "_target_"})
+    world = world or processes(stored.get("trainer", {}))
+    drawn: dict[int, torch.Tensor] = {}
+
+    def samples(n: int) -> torch.Tensor:  # as gather_samples assembles them: each rank's share, in rank order
+        if n not in drawn:
+            shares = [draw_samples(model, -(-n // world), parzen.seed, parzen.sample_batch_size, rank) for rank in range(world)]
+            drawn[n] = torch.cat(shares)[:n]
+        return drawn[n]
+
     data.setup()
-    as_pixels = data.to_unit_range if is_invertible(data.scaling) else (lambda x: x)
-    val, test = as_pixels(data.images("val")).flatten(1), as_pixels(data.images("test")).flatten(1)
-    select, score = parzen["select_points"], parzen["val_points"]
-    val_lls = []
-    for n in sample_counts:
-        samples = as_pixels(draw_samples(model, n, parzen["seed"], parzen["sample_batch_size"])).flatten(1)
-        val_lls.append(parzen_protocol(samples, val[:select], val[select : select + score]).ll)
-    samples = as_pixels(draw_samples(model, parzen["test_samples"], parzen["seed"], parzen["sample_batch_size"])).flatten(1)
-    test_points = test[: parzen["test_points"]] if parzen["test_points"] else test
-    full = parzen_protocol(samples, val[: parzen["test_select_points"]], test_points)
-    return val_lls, f"{full.ll:.1f} +- {full.se:.1f}"
+    val_lls = [parzen.score(data, samples(n), *parzen.validation_sets(data)).ll for n in sample_counts]
+    full = parzen.score(data, samples(parzen.test_samples), *parzen.test_sets(data))
+    return load_checkpoint(path)["epoch"], val_lls, f"{full.ll:.1f} +- {full.se:.1f}"
 
 
 def sample_count(text: str) -> int:
@@ -48,16 +64,16 @@ def main() -> None:
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--samples", nargs="+", type=sample_count, default=[2000, 10000], help="validation sample counts to compare")
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--processes", type=sample_count, default=None, help="default: the run's trainer.devices x num_nodes")
     args = parser.parse_args()
 
     print("| checkpoint | epoch | " + " | ".join(f"val/parzen_ll, {n} samples" for n in args.samples) + " | test protocol |")
     print("|---|---|" + "---|" * (len(args.samples) + 1))
     for path in args.checkpoints:
         try:
-            val_lls, full = scores(path, args.samples, args.data_root)
+            epoch, val_lls, full = scores(path, args.samples, args.data_root, args.processes)
         except GANError as error:
             parser.exit(2, f"parzen_selection: error: {error}\n")
-        epoch = load_checkpoint(path)["epoch"]  # the epoch it was saved in (0-based)
         print(f"| {path} | {epoch} | " + " | ".join(f"{ll:.3f}" for ll in val_lls) + f" | {full} |", flush=True)
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import run_cli, tiny_data_overrides
@@ -34,3 +37,11 @@ def test_two_process_ddp_keeps_weights_identical_and_parzen_equal_on_every_rank(
     tests = [torch.load(run_dir / f"rank{r}_test.pt")["metrics"] for r in (0, 1)]
     for key in ("test/parzen_ll", "test/parzen_se", "test/parzen_sigma"):
         assert tests[0][key] == tests[1][key], key
+    # scripts/parzen_selection.py repeats both numbers from the checkpoint in one process (it draws each rank's share)
+    command = [sys.executable, str(REPO / "scripts" / "parzen_selection.py"), str(run_dir / "checkpoints" / "epoch_0000.ckpt"),
+               "--samples", "200", "--data-root", str(tiny_mnist_root)]  # fmt: skip
+    selection = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert selection.returncode == 0, selection.stderr[-2000:]
+    cells = [cell.strip() for cell in selection.stdout.strip().splitlines()[-1].strip("|").split("|")]
+    assert float(cells[2]) == pytest.approx(float(end[0]["metrics"]["val/parzen_ll"]), abs=1e-3)
+    assert cells[3] == f"{float(tests[0]['test/parzen_ll']):.1f} +- {float(tests[0]['test/parzen_se']):.1f}"

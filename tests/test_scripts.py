@@ -119,7 +119,8 @@ def test_parzen_selection_repeats_the_runs_own_validation_and_test_numbers(tiny_
     from tests.helpers import run_cli
 
     run_dir = tmp_path / "run"
-    assert run_cli("gan-train", "debug=fast", f"hydra.run.dir={run_dir}", *tiny_data_overrides(tiny_mnist_root)).returncode == 0
+    assert run_cli("gan-train", "debug=fast", f"hydra.run.dir={run_dir}", "callbacks.parzen.sigmas=[0.2,0.5]",
+                   *tiny_data_overrides(tiny_mnist_root)).returncode == 0  # fmt: skip
     logged = [float(r["val/parzen_ll"]) for r in csv.DictReader((run_dir / "csv" / "metrics.csv").open()) if r["val/parzen_ll"]]
     tested = json.loads((run_dir / "metrics.json").read_text())  # gan-train's test of the best checkpoint (epoch 0)
     command = [sys.executable, str(REPO / "scripts" / "parzen_selection.py"), str(run_dir / "checkpoints" / "epoch_0000.ckpt"),

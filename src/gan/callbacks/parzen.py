@@ -1,5 +1,5 @@
-"""The paper's Parzen-window log-likelihood as a callback: a quick estimate at validation, the full
-protocol at test time, the same number on one process and under DDP."""
+"""The paper's Parzen-window log-likelihood as a callback: an estimate at validation that picks checkpoints,
+the full protocol at test time, the same number on one process and under DDP."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from gan.metrics.parzen import DEFAULT_SIGMAS, ParzenResult, parzen_protocol, va
 
 
 def draw_samples(pl_module: LightningModule, n: int, seed: int, batch_size: int, rank: int = 0) -> torch.Tensor:
-    """The n samples one rank contributes to the estimate (reproducible from the checkpoint: scripts/parzen_selection.py)."""
+    """The n samples rank `rank` contributes to the estimate (all_gathered in rank order)."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)
     return torch.cat([
         pl_module.sample(min(batch_size, n - start), generator=generator).float() for start in range(0, n, batch_size)
@@ -58,47 +58,52 @@ class ParzenLogLikelihood(Callback):
         self.sigmas, self.seed, self.sample_batch_size = [float(s) for s in sigmas], seed, sample_batch_size
         self.last_result: ParzenResult | None = None
 
-    def _score(self, trainer: Trainer, pl_module: LightningModule, n_samples: int, select, score) -> ParzenResult:
-        datamodule = trainer.datamodule
-        as_pixels = datamodule.to_unit_range if is_invertible(datamodule.scaling) else (lambda x: x)
-        centres = as_pixels(gather_samples(trainer, pl_module, n_samples, self.seed, self.sample_batch_size)).flatten(1)
-        select, score = as_pixels(select).flatten(1), as_pixels(score).flatten(1)
-        if not torch.isfinite(centres).all():  # the same on every rank (gathered), so every rank stops here
-            raise DivergenceError(
-                f"the generator produced non-finite samples (epoch {pl_module.current_epoch}), so the Parzen estimate "
-                "cannot be computed. Fix: lower the learning rates, or resume from an earlier checkpoint with another seed"
-            )
-        validate_inputs(centres, select, score, sigmas=self.sigmas)
-        world, rank = trainer.world_size, trainer.global_rank
-        return parzen_protocol(
-            centres,
-            select[rank::world],
-            score[rank::world],
-            self.sigmas,
-            reduce_sum=lambda t: trainer.strategy.reduce(t, reduce_op="sum"),
-            check_inputs=False,
-        )
-
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        val = trainer.datamodule.images("val")
-        select = val[: self.select_points]
-        score = val[self.select_points : self.select_points + self.val_points]
+    # --- the protocol, usable without a Trainer (scripts/parzen_selection.py) ---------------------------------
+    def validation_sets(self, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
+        """The validation images sigma is picked on, and those the estimate is reported on."""
+        val = datamodule.images("val")
+        select, score = val[: self.select_points], val[self.select_points : self.select_points + self.val_points]
         if len(score) == 0:
             raise ConfigError(
                 f"the validation split has {len(val)} images, too few for callbacks.parzen.select_points="
                 f"{self.select_points} plus val_points={self.val_points}; lower them or enlarge data.val_size"
             )
-        result = self._score(trainer, pl_module, self.val_samples, select, score)
+        return select, score
+
+    def test_sets(self, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
+        test = datamodule.images("test")
+        return datamodule.images("val")[: self.test_select_points], test[: self.test_points] if self.test_points else test
+
+    def score(self, datamodule, centres: torch.Tensor, select: torch.Tensor, score: torch.Tensor, rank: int = 0,
+              world: int = 1, reduce_sum=lambda t: t) -> ParzenResult:  # fmt: skip
+        """The protocol on generator samples `centres`, in pixels ([0, 1] when the data scaling is invertible).
+        Under DDP each rank passes the same centres and the whole sets, and scores its slice of the points."""
+        as_pixels = datamodule.to_unit_range if is_invertible(datamodule.scaling) else (lambda x: x)
+        centres, select, score = (as_pixels(images).flatten(1) for images in (centres, select, score))
+        validate_inputs(centres, select, score, sigmas=self.sigmas)
+        return parzen_protocol(centres, select[rank::world], score[rank::world], self.sigmas, reduce_sum=reduce_sum,
+                               check_inputs=False)  # fmt: skip
+
+    # --- Lightning hooks -------------------------------------------------------------------------------------
+    def _score(self, trainer: Trainer, pl_module: LightningModule, n_samples: int, select, score) -> ParzenResult:
+        centres = gather_samples(trainer, pl_module, n_samples, self.seed, self.sample_batch_size)
+        if not torch.isfinite(centres).all():  # the same on every rank (gathered), so every rank stops here
+            raise DivergenceError(
+                f"the generator produced non-finite samples (epoch {pl_module.current_epoch}), so the Parzen estimate "
+                "cannot be computed. Fix: lower the learning rates, or resume from an earlier checkpoint with another seed"
+            )
+        reduce_sum = lambda t: trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
+        return self.score(trainer.datamodule, centres, select, score, trainer.global_rank, trainer.world_size, reduce_sum)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        result = self._score(trainer, pl_module, self.val_samples, *self.validation_sets(trainer.datamodule))
         # Every rank holds the same value; sync_dist averages identical numbers (and keeps Lightning quiet).
         pl_module.log_dict({"val/parzen_ll": result.ll, "val/parzen_sigma": result.sigma}, sync_dist=True)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        select = trainer.datamodule.images("val")[: self.test_select_points]
-        test = trainer.datamodule.images("test")
-        score = test[: self.test_points] if self.test_points else test
-        self.last_result = self._score(trainer, pl_module, self.test_samples, select, score)
+        self.last_result = self._score(trainer, pl_module, self.test_samples, *self.test_sets(trainer.datamodule))
         pl_module.log_dict(
             {"test/parzen_ll": self.last_result.ll, "test/parzen_se": self.last_result.se,
              "test/parzen_sigma": self.last_result.sigma},
