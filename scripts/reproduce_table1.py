@@ -7,10 +7,11 @@ Parzen protocol, and write a markdown table beside the paper's.
 
 Runs go to <out>/<dataset>/seed<k>/ (TFD: <out>/tfd/fold<f>/seed<k>/); re-running the script resumes unfinished
 runs and skips finished ones, and refuses a folder whose run was started with other settings. The table is
-<out>/table1.md (a call replaces the rows of its datasets and keeps the others). The headline is the model at the end of the budget (`gan-eval` on last.ckpt): the paper
-recorded no model selection. Beside it, each run's best checkpoint by val/parzen_ll (scored by gan-train's
-test stage). MNIST-like rows: mean +- s.e. over seeds. TFD, as in the paper: one run per fold (each with
-its own sigma), mean +- s.e. over folds (and seeds). Extra `key=value` arguments after `--` are passed to every
+<out>/table1.md (a call replaces the rows of its datasets and keeps the others). The headline is the model at
+the end of the budget (`gan-eval` on last.ckpt with the run's seed, recorded in <run>/table1_last.json): the
+paper recorded no model selection. Beside it, each run's best checkpoint by val/parzen_ll (gan-train's test
+stage). MNIST-like rows: mean +- s.e. over seeds. TFD, as in the paper: one run per fold (each with its own
+sigma), mean +- s.e. over folds (and seeds). Extra `key=value` arguments after `--` are passed to every
 gan-train run, e.g. `-- trainer=gpu trainer.precision=bf16-mixed`.
 """
 
@@ -24,8 +25,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-from omegaconf import OmegaConf
 
 EXPERIMENTS = {"mnist": "mnist_paper", "fashion_mnist": "fashion_mnist_paper", "tfd": "tfd_paper"}
 PAPER = {"mnist": "225 +- 2", "tfd": "2057 +- 26 (over 5 folds)", "fashion_mnist": "(not in the paper)"}
@@ -80,24 +79,35 @@ def train(run_dir: Path, dataset: str, seed: int, fold: int | None, args, extra:
     return metrics
 
 
-def evaluate_last(run_dir: Path, args) -> dict:
-    """The full protocol on the model at the end of training (gan-eval, cached next to the checkpoint)."""
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    result = checkpoint.with_suffix(".eval.json")
+LAST_RESULT = "table1_last.json"  # this script's own record: gan-eval's file next to the checkpoint may be rewritten by hand
+
+
+def evaluate_last(run_dir: Path, seed: int, args) -> dict:
+    """The full protocol on the model at the end of training (gan-eval with the run's seed, as gan-train's test
+    stage samples); reused while last.ckpt is the same training step."""
+    from gan.utils.checkpoints import load_checkpoint
+
+    checkpoint, record = run_dir / "checkpoints" / "last.ckpt", run_dir / LAST_RESULT
     if not checkpoint.exists():
         raise SystemExit(f"error: {checkpoint} does not exist, so the end of training cannot be scored. "
                          "Fix: keep callbacks.model_checkpoint (save_last) enabled in the runs")
-    if not result.exists() or result.stat().st_mtime < checkpoint.stat().st_mtime:  # none yet, or of an earlier epoch
-        command = [sys.executable, "-m", "gan.eval", f"ckpt_path={checkpoint}", f"hydra.run.dir={run_dir / 'eval_last'}",
-                   *([f"data.root={args.data_root}"] if args.data_root else [])]  # fmt: skip
-        print(" ".join(command), flush=True)
-        run_step(command, run_dir / "eval_last")
-    return json.loads(result.read_text())
+    saved = load_checkpoint(checkpoint)
+    step = {"global_step": saved["global_step"], "epochs": saved["epoch"] + 1}
+    if record.exists() and (result := json.loads(record.read_text()))["global_step"] == step["global_step"]:
+        return result
+    command = [sys.executable, "-m", "gan.eval", f"ckpt_path={checkpoint}", f"hydra.run.dir={run_dir / 'eval_last'}",
+               f"seed={seed}", *([f"data.root={args.data_root}"] if args.data_root else [])]  # fmt: skip
+    print(" ".join(command), flush=True)
+    run_step(command, run_dir / "eval_last")
+    result = {**json.loads(checkpoint.with_suffix(".eval.json").read_text()), **step}
+    record.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
 
 
-def describe(results: list, ll_key: str, se_key: str, sigma_key: str) -> str:
+def describe(results: list) -> str:
     return ", ".join(
-        f"{'' if fold is None else f'fold {fold} '}seed {seed}: {m[ll_key]:.1f} +- {m[se_key]:.1f} ({m[sigma_key]:.3f})"
+        f"{'' if fold is None else f'fold {fold} '}seed {seed}: {m['test/parzen_ll']:.1f} +- {m['test/parzen_se']:.1f} "
+        f"({m['test/parzen_sigma']:.3f})"
         for (fold, seed), m in results
     )
 
@@ -107,10 +117,14 @@ HEADER = ("| model | dataset | epochs | Parzen log-likelihood at the end of trai
 
 
 def merged_rows(table: Path, new_rows: dict[str, str]) -> list[str]:
-    """This call's rows, after the rows of other datasets that an earlier call wrote to the same table."""
+    """This call's rows, after the rows of other datasets that an earlier call wrote to the same table (a table
+    with other columns is replaced, with a note)."""
     lines = table.read_text().splitlines() if table.exists() else []
-    kept = [line for line in lines[2:] if lines[:1] == [HEADER] and line.split("|")[2].strip() not in new_rows]
-    return kept + list(new_rows.values())
+    if lines and lines[0] != HEADER:
+        print(f"note: {table} has other columns (an older version of this script); its rows are replaced", flush=True)
+        return list(new_rows.values())
+    rows = [line for line in lines[2:] if line.startswith("|") and line.count("|") == HEADER.count("|")]
+    return [row for row in rows if row.split("|")[2].strip() not in new_rows] + list(new_rows.values())
 
 
 def summarise(lls: list[float]) -> str:
@@ -136,19 +150,18 @@ def main() -> int:
     rows = {}
     for dataset in args.datasets:
         folds = args.folds if dataset == "tfd" else [None]
-        best, last, epochs = [], [], set()
+        best, last = [], []
         for fold, seed in [(fold, seed) for fold in folds for seed in args.seeds]:
             folder = run_folder(dataset, seed, fold, args)
             best.append(((fold, seed), train(folder, dataset, seed, fold, args, extra)))
-            last.append(((fold, seed), evaluate_last(folder, args)))
-            epochs.add(OmegaConf.load(folder / ".hydra" / "config.yaml").trainer.max_epochs)
+            last.append(((fold, seed), evaluate_last(folder, seed, args)))
+        epochs = sorted({m["epochs"] for _, m in last})  # trained, which a max_time or max_steps can make fewer
         hours = sum(m.get("wall_seconds", float("nan")) for _, m in best) / 3600
         model = EXPERIMENTS[dataset] + (" (stage 1 only)" if dataset == "tfd" else "")
         model += f" + EMA {args.ema_decay}" if args.ema_decay else ""
         rows[dataset] = (
-            f"| {model} | {dataset} | {', '.join(map(str, sorted(epochs)))} | {summarise([m['test/parzen_ll'] for _, m in last])} "
-            f"| {describe(last, 'test/parzen_ll', 'test/parzen_se', 'test/parzen_sigma')} "
-            f"| {describe(best, 'test/parzen_ll', 'test/parzen_se', 'test/parzen_sigma')} | {PAPER[dataset]} | {hours:.1f} h |"
+            f"| {model} | {dataset} | {', '.join(map(str, epochs))} | {summarise([m['test/parzen_ll'] for _, m in last])} "
+            f"| {describe(last)} | {describe(best)} | {PAPER[dataset]} | {hours:.1f} h |"
         )
     out = Path(args.out) / "table1.md"
     table = "\n".join([HEADER, "|" + "---|" * (HEADER.count("|") - 1), *merged_rows(out, rows)]) + "\n"

@@ -25,7 +25,8 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     row = next(line for line in table.splitlines() if line.startswith("| mnist_paper"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     # the headline: the full protocol on the last checkpoint (gan-eval); beside it, gan-train's test of the best
-    last = [json.loads((out / "mnist" / f"seed{s}" / "checkpoints" / "last.eval.json").read_text()) for s in (1, 2)]
+    last = [json.loads((out / "mnist" / f"seed{s}" / "table1_last.json").read_text()) for s in (1, 2)]
+    assert all(m["ckpt_path"].endswith("last.ckpt") and m["epochs"] == 1 for m in last)
     best = [json.loads((out / "mnist" / f"seed{s}" / "metrics.json").read_text()) for s in (1, 2)]
     lls = [m["test/parzen_ll"] for m in last]
     mean, se = (lls[0] + lls[1]) / 2, abs(lls[0] - lls[1]) / 2
@@ -34,9 +35,20 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     assert cells[4].startswith(f"seed 1: {lls[0]:.1f} +- {last[0]['test/parzen_se']:.1f}") and f"seed 2: {lls[1]:.1f}" in cells[4]
     assert f"seed 1: {best[0]['test/parzen_ll']:.1f}" in cells[5] and f"seed 2: {best[1]['test/parzen_ll']:.1f}" in cells[5]
     assert cells[6] == "225 +- 2"
+    assert cells[4] == cells[5]  # after one epoch the best checkpoint is the last, and gan-eval samples with the run's seed
     # a second call reuses the finished runs and their evaluations instead of computing them again
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert again.returncode == 0 and "gan.train" not in again.stdout and "gan.eval" not in again.stdout
+    # gan-eval's own file next to the checkpoint, rewritten by hand, does not change the table ...
+    (out / "mnist" / "seed1" / "checkpoints" / "last.eval.json").write_text(json.dumps({"test/parzen_ll": 999.0}))
+    assert subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path).returncode == 0
+    assert (out / "table1.md").read_text() == table
+    # ... but a record of another training step is scored again
+    record = out / "mnist" / "seed1" / "table1_last.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "global_step": -1}))
+    rescored = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert rescored.returncode == 0 and "gan.eval" in rescored.stdout and "gan.train" not in rescored.stdout
+    assert (out / "table1.md").read_text() == table
     # ... but not with other settings: that would report the old runs under the new ones
     before = table
     other = [*command[:command.index("--epochs") + 1], "2", *command[command.index("--epochs") + 2:]]
@@ -72,8 +84,9 @@ def test_reproduce_table1_keeps_the_rows_of_datasets_it_did_not_run(tmp_path):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     table = tmp_path / "table1.md"
-    fashion, old_mnist, new_mnist = "| m | fashion_mnist | 80 | 321.3 |", "| m | mnist | 1 | 5.0 |", "| m | mnist | 300 | 230.0 |"
-    table.write_text("\n".join([script.HEADER, "|---|", fashion, old_mnist]) + "\n")
+    fashion, old_mnist, new_mnist = ("| m | fashion_mnist | 80 | 321.3 | a | b | c | 1 h |", "| m | mnist | 1 | 5.0 | a | b | c | 0 h |",
+                                     "| m | mnist | 300 | 230.0 | a | b | c | 2 h |")  # fmt: skip
+    table.write_text("\n".join([script.HEADER, "|---|", fashion, "", "a note added by hand", old_mnist]) + "\n")
     assert script.merged_rows(table, {"mnist": new_mnist}) == [fashion, new_mnist]
     table.write_text("| an older format |\n|---|\n" + fashion + "\n")  # other columns: not mixed in
     assert script.merged_rows(table, {"mnist": new_mnist}) == [new_mnist]
@@ -92,8 +105,7 @@ def test_reproduce_table1_scores_tfd_per_fold_as_the_paper(tmp_path):
                "--seeds", "1", "--epochs", "1", "--data-root", str(tmp_path / "data"), "--out", str(out), "--", *small]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    lls = [json.loads((out / "tfd" / f"fold{f}" / "seed1" / "checkpoints" / "last.eval.json").read_text())["test/parzen_ll"]
-           for f in (0, 3)]  # fmt: skip
+    lls = [json.loads((out / "tfd" / f"fold{f}" / "seed1" / "table1_last.json").read_text())["test/parzen_ll"] for f in (0, 3)]
     row = next(line for line in (out / "table1.md").read_text().splitlines() if line.startswith("| tfd_paper"))
     assert "(stage 1 only)" in row and "2057 +- 26 (over 5 folds)" in row
     assert f"fold 0 seed 1: {lls[0]:.1f}" in row and f"fold 3 seed 1: {lls[1]:.1f}" in row
