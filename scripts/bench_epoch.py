@@ -3,7 +3,7 @@ checkpoints), for the default callbacks of an experiment:
 
     python scripts/bench_epoch.py --experiment mnist_paper [--epochs 2] [--device cuda]
 
-Prints seconds per part and the Parzen quick estimate's share of the epoch; a JSON summary on the last line.
+Prints seconds per part and the Parzen validation estimate's share of the epoch; a JSON summary on the last line.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> int:
     parzen = sum(s for name, s in per_epoch.items() if name.startswith("ParzenLogLikelihood"))
     for name, s in sorted(per_epoch.items(), key=lambda kv: -kv[1]):
         print(f"{name:45s} {s:8.3f} s per epoch")
-    print(f"epoch (training + validation) {epoch:.2f} s; Parzen quick estimate {parzen:.3f} s = {100 * parzen / epoch:.1f}% of it")
+    print(f"epoch (training + validation) {epoch:.2f} s; Parzen validation estimate {parzen:.3f} s = {100 * parzen / epoch:.1f}% of it")
     print(json.dumps({"experiment": args.experiment, "device": args.device, "epoch_seconds": epoch,
                       "parzen_seconds": parzen, "parzen_share": parzen / epoch, "callbacks": per_epoch}))  # fmt: skip
     return 0
