@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -69,8 +70,12 @@ def test_a_resume_that_would_score_val_parzen_another_way_is_refused(tiny_mnist_
         "to resume it, add callbacks.parzen.val_samples=200 callbacks.parzen.sigmas=[0.1,0.12915497,0.16681005,"
         "0.21544347,0.27825594,0.35938137,0.46415888,0.59948425,0.77426368,1.0]")
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
-    # the same settings resume (here: into a second epoch)
+    # the same settings resume (here: into a second epoch), appending to the first epoch's log
+    first_log = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
     assert _train(run_dir, tiny_mnist_root, "auto_resume=true").returncode == 0
+    log = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    assert log[: len(first_log)] == first_log
+    assert {row["epoch"] for row in csv.DictReader(log)} == {"0", "1"}
 
 
 def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tiny_mnist_root, tmp_path):

@@ -1,14 +1,18 @@
-"""Weights & Biases that never blocks a run: offline whenever it could not sync."""
+"""Loggers: Weights & Biases that never blocks a run (offline whenever it could not sync), and a CSV logger
+that a resumed run appends to."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
 import socket
 from pathlib import Path
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 log = logging.getLogger("gan")
 WANDB_HOST = "api.wandb.ai"
@@ -56,3 +60,25 @@ class AutoOfflineWandbLogger(WandbLogger):
             kwargs["log_model"] = False
         Path(kwargs.get("save_dir") or ".").mkdir(parents=True, exist_ok=True)
         super().__init__(offline=bool(offline), **kwargs)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Keeps an existing metrics.csv and appends to it (Lightning's writer deletes it when it starts)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(csv.DictReader(file).fieldnames or [])
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, except that a resumed run (auto_resume=true, same folder) keeps the log of the
+    epochs before the resume. Steps logged after the last checkpoint and before an interruption appear twice."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
