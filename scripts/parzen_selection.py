@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from gan.callbacks.parzen import ParzenLogLikelihood, draw_samples
+from gan.callbacks.parzen import ParzenLogLikelihood, samples_as_gathered
 from gan.errors import ConfigError, GANError
 from gan.utils.checkpoints import load_checkpoint, model_and_data_from_checkpoint
 
@@ -41,10 +41,9 @@ def scores(path: str, sample_counts: list[int], data_root: str | None, world: in
     world = world or processes(stored.get("trainer", {}))
     drawn: dict[int, torch.Tensor] = {}
 
-    def samples(n: int) -> torch.Tensor:  # as gather_samples assembles them: each rank's share, in rank order
+    def samples(n: int) -> torch.Tensor:
         if n not in drawn:
-            shares = [draw_samples(model, -(-n // world), parzen.seed, parzen.sample_batch_size, rank) for rank in range(world)]
-            drawn[n] = torch.cat(shares)[:n]
+            drawn[n] = samples_as_gathered(model, n, parzen.seed, parzen.sample_batch_size, world)
         return drawn[n]
 
     data.setup()

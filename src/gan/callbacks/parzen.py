@@ -30,6 +30,12 @@ def gather_samples(trainer: Trainer, pl_module: LightningModule, n: int, seed: i
     return pl_module.all_gather(local).flatten(0, 1)[:n]
 
 
+def samples_as_gathered(pl_module: LightningModule, n: int, seed: int, batch_size: int, world: int) -> torch.Tensor:
+    """What gather_samples returns on `world` processes, drawn in one process (to repeat a run's numbers)."""
+    shares = [draw_samples(pl_module, -(-n // world), seed, batch_size, rank) for rank in range(world)]
+    return torch.cat(shares)[:n]
+
+
 class ParzenLogLikelihood(Callback):
     """Logs `val/parzen_ll` at every validation and `test/parzen_ll`, `test/parzen_se`, `test/parzen_sigma`.
 
