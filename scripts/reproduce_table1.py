@@ -6,7 +6,8 @@ Parzen protocol, and write a markdown table beside the paper's.
     python scripts/reproduce_table1.py --datasets tfd --folds 0 1 2 3 4 --seeds 1 --data-root /path/with/TFD
 
 Runs go to <out>/<dataset>/seed<k>/ (TFD: <out>/tfd/fold<f>/seed<k>/); re-running the script resumes unfinished
-runs and skips finished ones, and refuses a folder whose run was started with other settings. The table is
+runs and skips finished ones, trains a finished run longer when --epochs grows, and refuses a folder whose run
+was started with other settings. The table is
 <out>/table1.md (a call replaces the rows of its datasets and keeps the others). The headline is the model at
 the end of the budget (`gan-eval` on last.ckpt with the run's seed, recorded in <run>/table1_last.json): the
 paper recorded no model selection. Beside it, each run's best checkpoint by val/parzen_ll (gan-train's test
@@ -31,21 +32,37 @@ PAPER = {"mnist": "225 +- 2", "tfd": "2057 +- 26 (over 5 folds)", "fashion_mnist
 SETTINGS_FILE = "table1_settings.json"  # the run's gan-train overrides, less data.root (machine-specific)
 
 
+def max_epochs(settings: list[str]) -> int | None:
+    return next((int(o.split("=", 1)[1]) for o in settings if o.startswith("trainer.max_epochs=")), None)
+
+
 def check_settings(run_dir: Path, overrides: list[str]) -> None:
-    """A run folder belongs to one set of settings: resuming or reusing it with others would mix results."""
+    """A run folder belongs to one set of settings: resuming or reusing it with others would mix results. The one
+    change allowed is a larger --epochs: the run goes on from its last checkpoint (nothing in the recipe depends
+    on the budget), and its earlier test of the best checkpoint is kept as metrics.epochs<N>.json."""
     settings = [o for o in overrides if not o.startswith("data.root=")]
     recorded = run_dir / SETTINGS_FILE
     if recorded.exists():
         before = json.loads(recorded.read_text())
-        if before != settings:
+        budget = lambda s: [o for o in s if not o.startswith("trainer.max_epochs=")]  # noqa: E731
+        old, new = max_epochs(before), max_epochs(settings)
+        extends = old is not None and new is not None and new > old
+        if budget(before) == budget(settings) and old is not None and new is not None and new < old:
+            raise SystemExit(f"error: {run_dir} holds a run trained for {old} epochs, more than --epochs {new}. "
+                             f"Fix: pass --epochs {old} (or more, to train it longer), or a new --out")
+        if budget(before) != budget(settings) or (before != settings and not extends):
             changed = sorted(set(before) ^ set(settings))
             raise SystemExit(
                 f"error: {run_dir} holds a run started with other settings (differing: {', '.join(changed)}). "
-                "Fix: pass the same arguments as before, or a new --out"
+                "Fix: pass the same arguments as before (or a larger --epochs, to train it longer), or a new --out"
             )
+        if extends:
+            print(f"note: {run_dir} trained for {old} epochs; it goes on to {new}", flush=True)
+            if (finished := run_dir / "metrics.json").exists():
+                finished.rename(run_dir / f"metrics.epochs{old}.json")
     else:  # a new run, or one from before settings were recorded
         run_dir.mkdir(parents=True, exist_ok=True)
-        recorded.write_text(json.dumps(settings, indent=2) + "\n")
+    recorded.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def run_step(command: list[str], folder: Path) -> None:
@@ -74,7 +91,8 @@ def train(run_dir: Path, dataset: str, seed: int, fold: int | None, args, extra:
     print(" ".join(command), flush=True)
     run_step(command, run_dir)
     metrics = json.loads(metrics_file.read_text())
-    metrics["wall_seconds"] = time.time() - start
+    earlier = [json.loads(f.read_text()).get("wall_seconds", 0.0) for f in run_dir.glob("metrics.epochs*.json")]
+    metrics["wall_seconds"] = time.time() - start + sum(earlier)  # the whole run's, across extensions
     metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
 

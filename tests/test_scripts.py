@@ -51,11 +51,27 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     assert (out / "table1.md").read_text() == table
     # ... but not with other settings: that would report the old runs under the new ones
     before = table
-    other = [*command[:command.index("--epochs") + 1], "2", *command[command.index("--epochs") + 2:]]
+    other = [*command, "model.ema_decay=0.99"]
     refused = subprocess.run(other, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert refused.returncode != 0 and "gan.train" not in refused.stdout
-    assert "holds a run started with other settings (differing: trainer.max_epochs=1, trainer.max_epochs=2)" in refused.stderr
+    assert "holds a run started with other settings (differing: model.ema_decay=0.99)" in refused.stderr
     assert (out / "table1.md").read_text() == before
+    # a larger --epochs trains the finished runs on from their last checkpoint, keeping the earlier test
+    longer = [*command[:command.index("--epochs") + 1], "2", *command[command.index("--epochs") + 2:]]
+    extended = subprocess.run(longer, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    assert "trained for 1 epochs; it goes on to 2" in extended.stdout
+    assert "Restoring states from the checkpoint" in extended.stderr + extended.stdout
+    for seed in (1, 2):
+        run = out / "mnist" / f"seed{seed}"
+        assert json.loads((run / "table1_last.json").read_text())["epochs"] == 2
+        assert json.loads((run / "metrics.epochs1.json").read_text()) == best[seed - 1]
+        assert json.loads((run / "metrics.json").read_text())["wall_seconds"] > best[seed - 1]["wall_seconds"]
+    row = next(line for line in (out / "table1.md").read_text().splitlines() if line.startswith("| mnist_paper"))
+    assert row.split("|")[3].strip() == "2"
+    fewer = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert fewer.returncode != 0 and "gan.train" not in fewer.stdout
+    assert "holds a run trained for 2 epochs, more than --epochs 1. Fix: pass --epochs 2" in fewer.stderr
 
 
 def test_reproduce_table1_stops_in_one_line_when_a_run_fails(tiny_mnist_root, tmp_path):

@@ -66,40 +66,41 @@ class GAN(LightningModule):
         self._seed_step()
         generator_turn = (self.batches_seen + 1) % self.k == 0
         if self.update_scheme == "simultaneous" and generator_turn:
-            stats = self._simultaneous_step(real)
+            losses, d_logits = self._simultaneous_step(real)
         else:
-            stats = self._discriminator_step(real)
+            losses, d_logits = self._discriminator_step(real)
             if generator_turn:
-                stats.update(self._generator_step(real.shape[0]))
-        # Only on the batches Lightning writes to the loggers: self.log costs ~1 ms a call on the hot path.
+                losses["g_loss"] = self._generator_step(real.shape[0])
+        # Only on the batches Lightning writes to the loggers: self.log costs ~1 ms a call on the hot path, and
+        # D's mean outputs are tensor ops that no other batch needs.
         every = self.trainer.log_every_n_steps  # 0: logging off
         if every and (self.batches_seen + 1) % every == 0:
+            stats = {**losses, **self._d_outputs(*d_logits)}
             self.log_dict({**{f"train/{name}": value for name, value in stats.items()}, **self._optimizer_settings()})
         self.batches_seen += 1
-        return stats
+        return losses
 
-    def _discriminator_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _discriminator_step(self, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
         opt_d = self.optimizers()[1]
-        with torch.no_grad():
+        with torch.no_grad():  # G gets no gradient here, so there is nothing to toggle off
             fake = self.generator(self.noise(real.shape[0]))
-        with self.toggled_optimizer(opt_d):
-            real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
-            d_loss = discriminator_loss(real_logits, fake_logits)
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            self._step("d", opt_d)
-        return {"d_loss": d_loss.detach(), **self._d_outputs(real_logits, fake_logits)}
+        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+        d_loss = discriminator_loss(real_logits, fake_logits)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        self._step("d", opt_d)
+        return {"d_loss": d_loss.detach()}, (real_logits.detach(), fake_logits.detach())
 
-    def _generator_step(self, batch_size: int) -> dict[str, torch.Tensor]:
+    def _generator_step(self, batch_size: int) -> torch.Tensor:
         opt_g = self.optimizers()[0]
-        with self.toggled_optimizer(opt_g):
+        with self.toggled_optimizer(opt_g):  # D's weights stay out of G's backward pass
             g_loss = generator_loss(self.discriminator(self.generator(self.noise(batch_size))), self.g_loss)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             self._step("g", opt_g)
-        return {"g_loss": g_loss.detach()}
+        return g_loss.detach()
 
-    def _simultaneous_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _simultaneous_step(self, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
         opt_g, opt_d = self.optimizers()
         fake = self.generator(self.noise(real.shape[0]))
         # D sees a detached copy so each backward reaches one network only (DDP's reducer needs that);
@@ -116,7 +117,7 @@ class GAN(LightningModule):
         self.manual_backward(d_loss + (fake * grad_fake).sum())
         self._step("d", opt_d)
         self._step("g", opt_g)
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **self._d_outputs(real_logits, fake_logits)}
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}, (real_logits.detach(), fake_logits.detach())
 
     # --- helpers of the step ------------------------------------------------------------------------------------
     def _seed_step(self) -> None:
@@ -153,7 +154,7 @@ class GAN(LightningModule):
 
     @staticmethod
     def _d_outputs(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"d_real": torch.sigmoid(real_logits.detach()).mean(), "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
+        return {"d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
 
     # --- evaluation: D on held-out real data vs fresh samples -------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:
