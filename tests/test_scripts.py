@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -72,6 +73,16 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     fewer = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert fewer.returncode != 0 and "gan.train" not in fewer.stdout
     assert "holds a run trained for 2 epochs, more than --epochs 1. Fix: pass --epochs 2" in fewer.stderr
+
+
+def test_an_extended_runs_wall_time_counts_each_budget_once(tmp_path):
+    spec = importlib.util.spec_from_file_location("reproduce_table1", REPO / "scripts" / "reproduce_table1.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.wall_seconds_before(tmp_path) == 0.0
+    for epochs, seconds in ((300, 100.0), (450, 160.0)):  # 100 s for 300 epochs, then 60 s more to 450
+        (tmp_path / f"metrics.epochs{epochs}.json").write_text(json.dumps({"wall_seconds": seconds}))
+    assert script.wall_seconds_before(tmp_path) == 160.0
 
 
 def test_reproduce_table1_stops_in_one_line_when_a_run_fails(tiny_mnist_root, tmp_path):
