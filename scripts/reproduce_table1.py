@@ -7,8 +7,8 @@ Parzen protocol, and write a markdown table beside the paper's.
 
 Runs go to <out>/<dataset>/seed<k>/ (TFD: <out>/tfd/fold<f>/seed<k>/); re-running the script resumes unfinished
 runs and skips finished ones, trains a finished run longer when --epochs grows, and refuses a folder whose run
-was started with other settings. The table is
-<out>/table1.md (a call replaces the rows of its datasets and keeps the others). The headline is the model at
+was started with other settings (or trained for more epochs). The table is <out>/table1.md (a call replaces the
+rows of its datasets and keeps the others). The headline is the model at
 the end of the budget (`gan-eval` on last.ckpt with the run's seed, recorded in <run>/table1_last.json): the
 paper recorded no model selection. Beside it, each run's best checkpoint by val/parzen_ll (gan-train's test
 stage). MNIST-like rows: mean +- s.e. over seeds. TFD, as in the paper: one run per fold (each with its own
@@ -48,7 +48,7 @@ def check_settings(run_dir: Path, overrides: list[str]) -> None:
         old, new = max_epochs(before), max_epochs(settings)
         extends = old is not None and new is not None and new > old
         if budget(before) == budget(settings) and old is not None and new is not None and new < old:
-            raise SystemExit(f"error: {run_dir} holds a run trained for {old} epochs, more than --epochs {new}. "
+            raise SystemExit(f"error: {run_dir} holds a run with a budget of {old} epochs, more than --epochs {new}. "
                              f"Fix: pass --epochs {old} (or more, to train it longer), or a new --out")
         if budget(before) != budget(settings) or (before != settings and not extends):
             changed = sorted(set(before) ^ set(settings))
@@ -57,7 +57,7 @@ def check_settings(run_dir: Path, overrides: list[str]) -> None:
                 "Fix: pass the same arguments as before (or a larger --epochs, to train it longer), or a new --out"
             )
         if extends:
-            print(f"note: {run_dir} trained for {old} epochs; it goes on to {new}", flush=True)
+            print(f"note: {run_dir} had a budget of {old} epochs; it goes on to {new}", flush=True)
             if (finished := run_dir / "metrics.json").exists():
                 finished.rename(run_dir / f"metrics.epochs{old}.json")
     else:  # a new run, or one from before settings were recorded

@@ -62,7 +62,7 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     longer[longer.index("--seeds") + 1:longer.index("--seeds") + 3] = ["1"]  # one run is enough (and half the time)
     extended = subprocess.run(longer, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert extended.returncode == 0, extended.stderr[-3000:]
-    assert "trained for 1 epochs; it goes on to 2" in extended.stdout
+    assert "had a budget of 1 epochs; it goes on to 2" in extended.stdout
     assert "Restoring states from the checkpoint" in extended.stderr + extended.stdout
     run = out / "mnist" / "seed1"
     assert json.loads((run / "table1_last.json").read_text())["epochs"] == 2
@@ -72,7 +72,7 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     assert row.split("|")[3].strip() == "2" and "seed 2" not in row
     fewer = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert fewer.returncode != 0 and "gan.train" not in fewer.stdout
-    assert "holds a run trained for 2 epochs, more than --epochs 1. Fix: pass --epochs 2" in fewer.stderr
+    assert "holds a run with a budget of 2 epochs, more than --epochs 1. Fix: pass --epochs 2" in fewer.stderr
 
 
 def test_an_extended_runs_wall_time_counts_each_budget_once(tmp_path):
