@@ -36,6 +36,11 @@ def max_epochs(settings: list[str]) -> int | None:
     return next((int(o.split("=", 1)[1]) for o in settings if o.startswith("trainer.max_epochs=")), None)
 
 
+def recipe(settings: list[str]) -> list[str]:
+    """The settings less the budget."""
+    return [o for o in settings if not o.startswith("trainer.max_epochs=")]
+
+
 def check_settings(run_dir: Path, overrides: list[str]) -> None:
     """A run folder belongs to one set of settings: resuming or reusing it with others would mix results. The one
     change allowed is a larger --epochs: the run goes on from its last checkpoint (nothing in the recipe depends
@@ -44,19 +49,17 @@ def check_settings(run_dir: Path, overrides: list[str]) -> None:
     recorded = run_dir / SETTINGS_FILE
     if recorded.exists():
         before = json.loads(recorded.read_text())
-        budget = lambda s: [o for o in s if not o.startswith("trainer.max_epochs=")]  # noqa: E731
         old, new = max_epochs(before), max_epochs(settings)
-        extends = old is not None and new is not None and new > old
-        if budget(before) == budget(settings) and old is not None and new is not None and new < old:
-            raise SystemExit(f"error: {run_dir} holds a run with a budget of {old} epochs, more than --epochs {new}. "
-                             f"Fix: pass --epochs {old} (or more, to train it longer), or a new --out")
-        if budget(before) != budget(settings) or (before != settings and not extends):
+        if recipe(before) != recipe(settings) or (old is None) != (new is None):
             changed = sorted(set(before) ^ set(settings))
             raise SystemExit(
                 f"error: {run_dir} holds a run started with other settings (differing: {', '.join(changed)}). "
                 "Fix: pass the same arguments as before (or a larger --epochs, to train it longer), or a new --out"
             )
-        if extends:
+        if new is not None and new < old:
+            raise SystemExit(f"error: {run_dir} holds a run with a budget of {old} epochs, more than --epochs {new}. "
+                             f"Fix: pass --epochs {old} (or more, to train it longer), or a new --out")
+        if new is not None and new > old:
             print(f"note: {run_dir} had a budget of {old} epochs; it goes on to {new}", flush=True)
             if (finished := run_dir / "metrics.json").exists():
                 finished.rename(run_dir / f"metrics.epochs{old}.json")
