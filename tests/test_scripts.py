@@ -15,6 +15,14 @@ from tests.helpers import tiny_data_overrides
 REPO = Path(__file__).resolve().parents[1]
 
 
+def reproduce_table1_module():
+    """scripts/reproduce_table1.py as a module (scripts/ is not a package), for its pure helpers."""
+    spec = importlib.util.spec_from_file_location("reproduce_table1", REPO / "scripts" / "reproduce_table1.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_path):
     out = tmp_path / "table1"
     command = [sys.executable, str(REPO / "scripts" / "reproduce_table1.py"), "--datasets", "mnist", "--seeds", "1", "2",
@@ -76,9 +84,7 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
 
 
 def test_an_extended_runs_wall_time_counts_each_budget_once(tmp_path):
-    spec = importlib.util.spec_from_file_location("reproduce_table1", REPO / "scripts" / "reproduce_table1.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = reproduce_table1_module()
     assert script.wall_seconds_before(tmp_path) == 0.0
     for epochs, seconds in ((300, 100.0), (450, 160.0)):  # 100 s for 300 epochs, then 60 s more to 450
         (tmp_path / f"metrics.epochs{epochs}.json").write_text(json.dumps({"wall_seconds": seconds}))
@@ -105,11 +111,7 @@ def test_parzen_selection_refuses_bad_arguments_in_one_line(tmp_path):
 
 
 def test_reproduce_table1_keeps_the_rows_of_datasets_it_did_not_run(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("reproduce_table1", REPO / "scripts" / "reproduce_table1.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = reproduce_table1_module()
     table = tmp_path / "table1.md"
     fashion, old_mnist, new_mnist = ("| m | fashion_mnist | 80 | 321.3 | a | b | c | 1 h |", "| m | mnist | 1 | 5.0 | a | b | c | 0 h |",
                                      "| m | mnist | 300 | 230.0 | a | b | c | 2 h |")  # fmt: skip
