@@ -23,6 +23,7 @@ CONFIG_CASES = [
     (["model.g_loss=wasserstein"], ["model.g_loss='wasserstein' is invalid", "non_saturating, minimax"]),
     (["model.update_scheme=jacobi"], ["model.update_scheme='jacobi' is invalid", "simultaneous, alternating"]),
     (["model.d_optimizer.momentum=1.5"], ["model.d_optimizer.momentum=1.5 is invalid", "[0, 1)"]),
+    (["model.g_scheduler.anneal_epochs=0"], ["model.g_scheduler.anneal_epochs=0 is invalid", "integer >= 1"]),
     (["model.ema_decay=1.5"], ["model.ema_decay=1.5 is invalid", "(0, 1)"]),
     (["data.scaling=zscore"], ["data.scaling='zscore' is invalid", "unit, symmetric, gcn"]),
     (["trainer.devices=0"], ["trainer.devices=0 is invalid"]),

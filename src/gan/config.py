@@ -61,6 +61,9 @@ RULES: dict[str, tuple[Check, str, str]] = {
     "model.d_scheduler.momentum_end": (_unit_interval_open_right, "a number in [0, 1)", "0.7"),
     "model.g_scheduler.decay_factor": (lambda v: _positive_number(v) and v >= 1, "a number >= 1", "1.000004"),
     "model.d_scheduler.decay_factor": (lambda v: _positive_number(v) and v >= 1, "a number >= 1", "1.000004"),
+    **{f"model.{net}_scheduler.anneal_start_epoch": (_optional(_int_at_least(0)), "null or an integer >= 0", "600")
+       for net in "gd"},
+    **{f"model.{net}_scheduler.anneal_epochs": (_int_at_least(1), "an integer >= 1", "100") for net in "gd"},
     "model.ema_decay": (_optional(lambda v: _positive_number(v) and v < 1), "null or a number in (0, 1)", "0.999"),
     "use_ema": (lambda v: isinstance(v, bool), "true or false", "true"),
     "data.batch_size": (_int_at_least(1), "an integer >= 1", "100"),
