@@ -4,6 +4,8 @@ Parzen protocol, and write a markdown table beside the paper's.
     python scripts/reproduce_table1.py --datasets mnist fashion_mnist --seeds 1 2 3 --epochs 300 \
         --data-root ../shared/data --out outputs/table1
     python scripts/reproduce_table1.py --datasets tfd --folds 0 1 2 3 4 --seeds 1 --data-root /path/with/TFD
+    python scripts/reproduce_table1.py --seeds 1 --epochs 700 --anneal-epochs 100 --ema-decay 0.9999 \
+        --data-root ../shared/data --out outputs/table1_ema     # trains a finished 600-epoch run on, annealing lr
 
 Runs go to <out>/<dataset>/seed<k>/ (TFD: <out>/tfd/fold<f>/seed<k>/); re-running the script resumes unfinished
 runs and skips finished ones, trains a finished run longer when --epochs grows, and refuses a folder whose run
@@ -36,21 +38,47 @@ def max_epochs(settings: list[str]) -> int | None:
     return next((int(o.split("=", 1)[1]) for o in settings if o.startswith("trainer.max_epochs=")), None)
 
 
+ANNEAL_KEYS = tuple(f"model.{net}_scheduler.anneal_{key}=" for net in "gd" for key in ("start_epoch", "epochs"))
+
+
+def anneal_overrides(first_epoch: int, epochs: int) -> list[str]:
+    return [f"{key}{first_epoch if 'start_epoch' in key else epochs}" for key in ANNEAL_KEYS]
+
+
+def anneal(settings: list[str]) -> list[str]:
+    return sorted(o for o in settings if o.startswith(ANNEAL_KEYS))
+
+
+def anneal_start(settings: list[str]) -> int | None:
+    starts = [int(o.split("=", 1)[1]) for o in settings if "anneal_start_epoch=" in o and o.split("=", 1)[1] != "null"]
+    return min(starts, default=None)
+
+
 def recipe(settings: list[str]) -> list[str]:
-    """The settings less the budget."""
-    return [o for o in settings if not o.startswith("trainer.max_epochs=")]
+    """The settings less the budget and the final lr anneal (which check_settings compares on its own)."""
+    return [o for o in settings if not o.startswith(("trainer.max_epochs=", *ANNEAL_KEYS))]
+
+
+def same_trained_epochs(before: list[str], settings: list[str]) -> bool:
+    """Whether the epochs already trained saw the lr schedule that the new settings ask for: the same anneal, or
+    a new one that starts after them (training 600 epochs on to 700 with an anneal from 600 equals a fresh
+    700-epoch run with it)."""
+    if anneal(before) == anneal(settings):
+        return True
+    new_start, old_budget = anneal_start(settings), max_epochs(before)
+    return anneal_start(before) is None and new_start is not None and old_budget is not None and new_start >= old_budget
 
 
 def check_settings(run_dir: Path, overrides: list[str]) -> None:
     """A run folder belongs to one set of settings: resuming or reusing it with others would mix results. The one
-    change allowed is a larger --epochs: the run goes on from its last checkpoint (nothing in the recipe depends
-    on the budget), and its earlier test of the best checkpoint is kept as metrics.epochs<N>.json."""
+    change allowed is a larger --epochs (with, if asked, a final anneal over the new epochs): the run goes on from
+    its last checkpoint, and its earlier test of the best checkpoint is kept as metrics.epochs<N>.json."""
     settings = [o for o in overrides if not o.startswith("data.root=")]
     recorded = run_dir / SETTINGS_FILE
     if recorded.exists():
         before = json.loads(recorded.read_text())
         old, new = max_epochs(before), max_epochs(settings)
-        if recipe(before) != recipe(settings) or (old is None) != (new is None):
+        if recipe(before) != recipe(settings) or (old is None) != (new is None) or not same_trained_epochs(before, settings):
             changed = sorted(set(before) ^ set(settings))
             raise SystemExit(
                 f"error: {run_dir} holds a run started with other settings (differing: {', '.join(changed)}). "
@@ -171,8 +199,16 @@ def main() -> int:
     parser.add_argument("--out", default="outputs/table1")
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="evaluate an EMA of G's weights (e.g. 0.999): the paper's networks and recipe, a better estimate")
+    parser.add_argument("--anneal-epochs", type=int, default=None,
+                        help="not in the paper: over the last N epochs of --epochs, lr also falls linearly to ~0 "
+                             "(model.*_scheduler.anneal_*); a finished run trains on into a new anneal with a larger --epochs")
     args, extra = parser.parse_known_args()
+    if args.anneal_epochs is not None and not (args.epochs and 1 <= args.anneal_epochs <= args.epochs):
+        parser.error(f"--anneal-epochs {args.anneal_epochs} needs --epochs, and at most that many epochs (>= 1): "
+                     "the anneal is the budget's last N epochs. Fix: e.g. --epochs 700 --anneal-epochs 100")
     extra = [e for e in extra if e != "--"] + ([f"model.ema_decay={args.ema_decay}"] if args.ema_decay else [])
+    if args.anneal_epochs:
+        extra += anneal_overrides(args.epochs - args.anneal_epochs, args.anneal_epochs)
 
     rows = {}
     for dataset in args.datasets:
@@ -186,6 +222,7 @@ def main() -> int:
         hours = sum(m.get("wall_seconds", float("nan")) for _, m in best) / 3600
         model = EXPERIMENTS[dataset] + (" (stage 1 only)" if dataset == "tfd" else "")
         model += f" + EMA {args.ema_decay}" if args.ema_decay else ""
+        model += f" + lr anneal over the last {args.anneal_epochs} epochs" if args.anneal_epochs else ""
         rows[dataset] = (
             f"| {model} | {dataset} | {', '.join(map(str, epochs))} | {summarise([m['test/parzen_ll'] for _, m in last])} "
             f"| {describe(last)} | {describe(best)} | {PAPER[dataset]} | {hours:.1f} h |"

@@ -91,6 +91,37 @@ def test_an_extended_runs_wall_time_counts_each_budget_once(tmp_path):
     assert script.wall_seconds_before(tmp_path) == 160.0
 
 
+def test_a_finished_run_trains_on_into_a_final_anneal_only_if_its_epochs_saw_the_same_schedule(tmp_path, capsys):
+    script = reproduce_table1_module()
+    recipe = ["experiment=mnist_paper", "seed=1", "model.ema_decay=0.9999"]
+
+    def budget(epochs, anneal_epochs=None):
+        return [*recipe, f"trainer.max_epochs={epochs}",
+                *(script.anneal_overrides(epochs - anneal_epochs, anneal_epochs) if anneal_epochs else [])]
+
+    script.check_settings(tmp_path, budget(600))
+    script.check_settings(tmp_path, budget(700, anneal_epochs=100))  # epochs 0-599 trained as a fresh run would
+    assert "had a budget of 600 epochs; it goes on to 700" in capsys.readouterr().out
+    assert "model.g_scheduler.anneal_start_epoch=600" in (tmp_path / script.SETTINGS_FILE).read_text()
+    script.check_settings(tmp_path, budget(700, anneal_epochs=100))  # the same settings again: resume or reuse
+    for other in (budget(800, anneal_epochs=100), budget(800), budget(700, anneal_epochs=150)):  # would re-anneal
+        with pytest.raises(SystemExit, match="holds a run started with other settings .*anneal"):
+            script.check_settings(tmp_path, other)
+    fresh = tmp_path / "fresh"
+    script.check_settings(fresh, budget(600))
+    with pytest.raises(SystemExit, match=r"differing: .*anneal_start_epoch=550"):  # would change epochs 550-599
+        script.check_settings(fresh, budget(650, anneal_epochs=100))
+
+
+def test_reproduce_table1_refuses_an_anneal_without_a_budget_in_one_line(tmp_path):
+    script = str(REPO / "scripts" / "reproduce_table1.py")
+    for arguments in (["--anneal-epochs", "100"], ["--epochs", "50", "--anneal-epochs", "100"]):
+        result = subprocess.run([sys.executable, script, *arguments], capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "the anneal is the budget's last N epochs. Fix: e.g. --epochs 700 --anneal-epochs 100" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_reproduce_table1_stops_in_one_line_when_a_run_fails(tiny_mnist_root, tmp_path):
     command = [sys.executable, str(REPO / "scripts" / "reproduce_table1.py"), "--seeds", "1", "--data-root",
                str(tiny_mnist_root), "--out", str(tmp_path / "table1"), "--", "model.k=0"]  # fmt: skip
