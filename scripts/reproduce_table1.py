@@ -38,6 +38,26 @@ def max_epochs(settings: list[str]) -> int | None:
     return next((int(o.split("=", 1)[1]) for o in settings if o.startswith("trainer.max_epochs=")), None)
 
 
+def default_budget(settings: list[str]) -> int | None:
+    """trainer.max_epochs of the composed config, so every run records its budget as a number (None if the
+    settings do not compose: gan-train then says why in its own line)."""
+    from hydra import compose, initialize_config_module
+
+    try:
+        with initialize_config_module(config_module="gan.conf", version_base="1.3"):
+            budget = compose("train", overrides=[o for o in settings if not o.startswith("data.root=")]).trainer.max_epochs
+    except Exception:
+        return None
+    return budget if isinstance(budget, int) and budget >= 0 else None
+
+
+def with_budget(settings: list[str]) -> list[str]:
+    """The settings with an explicit trainer.max_epochs (runs recorded before it was always written lack it)."""
+    if max_epochs(settings) is not None or (budget := default_budget(settings)) is None:
+        return settings
+    return [*settings, f"trainer.max_epochs={budget}"]
+
+
 ANNEAL_KEYS = tuple(f"model.{net}_scheduler.anneal_{key}=" for net in "gd" for key in ("start_epoch", "epochs"))
 
 
@@ -76,7 +96,7 @@ def check_settings(run_dir: Path, overrides: list[str]) -> None:
     settings = [o for o in overrides if not o.startswith("data.root=")]
     recorded = run_dir / SETTINGS_FILE
     if recorded.exists():
-        before = json.loads(recorded.read_text())
+        before = with_budget(json.loads(recorded.read_text()))
         old, new = max_epochs(before), max_epochs(settings)
         if recipe(before) != recipe(settings) or (old is None) != (new is None) or not same_trained_epochs(before, settings):
             changed = sorted(set(before) ^ set(settings))
@@ -116,9 +136,9 @@ def wall_seconds_before(run_dir: Path) -> float:
 
 def train(run_dir: Path, dataset: str, seed: int, fold: int | None, args, extra: list[str]) -> dict:
     """Train (or resume) one run; its metrics.json holds gan-train's test of the best checkpoint by val/parzen_ll."""
-    overrides = [f"experiment={EXPERIMENTS[dataset]}", f"seed={seed}", *([f"data.fold={fold}"] if fold is not None else []),
-                 *([f"trainer.max_epochs={args.epochs}"] if args.epochs else []),
-                 *([f"data.root={args.data_root}"] if args.data_root else []), *extra]  # fmt: skip
+    overrides = with_budget([f"experiment={EXPERIMENTS[dataset]}", f"seed={seed}", *([f"data.fold={fold}"] if fold is not None else []),
+                             *([f"trainer.max_epochs={args.epochs}"] if args.epochs else []),
+                             *([f"data.root={args.data_root}"] if args.data_root else []), *extra])  # fmt: skip
     check_settings(run_dir, overrides)
     metrics_file = run_dir / "metrics.json"
     if metrics_file.exists():
@@ -194,7 +214,7 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--folds", nargs="+", type=int, default=[0], choices=range(5),
                         help="TFD folds, one run each (the paper: 0 1 2 3 4); ignored for the other datasets")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the experiment's max_epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the experiment's max_epochs (recorded as a number, so a later, larger --epochs extends the run)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", default="outputs/table1")
     parser.add_argument("--ema-decay", type=float, default=None,

@@ -113,6 +113,20 @@ def test_a_finished_run_trains_on_into_a_final_anneal_only_if_its_epochs_saw_the
         script.check_settings(fresh, budget(650, anneal_epochs=100))
 
 
+def test_a_run_on_the_experiments_default_budget_records_it_and_can_be_extended(tmp_path, capsys):
+    script = reproduce_table1_module()
+    assert script.default_budget(["experiment=mnist_paper"]) == 300
+    assert script.default_budget(["experiment=mnist_paper", "debug=fast"]) == 1
+    assert script.default_budget(["model.kk=2"]) is None  # gan-train reports a bad override in its own line
+    assert script.with_budget(["experiment=mnist_paper", "seed=1"]) == ["experiment=mnist_paper", "seed=1", "trainer.max_epochs=300"]
+    # a folder recorded before budgets were always written: its budget is the experiment's default
+    (tmp_path / script.SETTINGS_FILE).write_text(json.dumps(["experiment=mnist_paper", "seed=1"]))
+    script.check_settings(tmp_path, ["experiment=mnist_paper", "seed=1", "trainer.max_epochs=450"])
+    assert "had a budget of 300 epochs; it goes on to 450" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="a budget of 450 epochs, more than --epochs 300"):
+        script.check_settings(tmp_path, script.with_budget(["experiment=mnist_paper", "seed=1"]))
+
+
 def test_reproduce_table1_refuses_an_anneal_without_a_budget_in_one_line(tmp_path):
     script = str(REPO / "scripts" / "reproduce_table1.py")
     for arguments in (["--anneal-epochs", "100"], ["--epochs", "50", "--anneal-epochs", "100"]):
