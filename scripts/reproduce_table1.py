@@ -214,7 +214,8 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--folds", nargs="+", type=int, default=[0], choices=range(5),
                         help="TFD folds, one run each (the paper: 0 1 2 3 4); ignored for the other datasets")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the experiment's max_epochs (recorded as a number, so a later, larger --epochs extends the run)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="default: the experiment's max_epochs (recorded, so a later, larger --epochs extends the run)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", default="outputs/table1")
     parser.add_argument("--ema-decay", type=float, default=None,
