@@ -42,17 +42,20 @@ def default_budget(settings: list[str]) -> int | None:
     """trainer.max_epochs of the composed config, so every run records its budget as a number (None if the
     settings do not compose: gan-train then says why in its own line)."""
     from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     try:
         with initialize_config_module(config_module="gan.conf", version_base="1.3"):
             budget = compose("train", overrides=[o for o in settings if not o.startswith("data.root=")]).trainer.max_epochs
-    except Exception:
+    except (HydraException, OmegaConfBaseException):
         return None
     return budget if isinstance(budget, int) and budget >= 0 else None
 
 
 def with_budget(settings: list[str]) -> list[str]:
-    """The settings with an explicit trainer.max_epochs (runs recorded before it was always written lack it)."""
+    """The settings with an explicit trainer.max_epochs. Runs recorded before it was always written lack it: their
+    budget is taken to be today's default of their experiment (the defaults have not changed since)."""
     if max_epochs(settings) is not None or (budget := default_budget(settings)) is None:
         return settings
     return [*settings, f"trainer.max_epochs={budget}"]
@@ -66,12 +69,18 @@ def anneal_overrides(first_epoch: int, epochs: int) -> list[str]:
 
 
 def anneal(settings: list[str]) -> list[str]:
+    """The anneal overrides that switch one on (`...anneal_start_epoch=null` is the default: no anneal)."""
+    if anneal_start(settings) is None:
+        return []
     return sorted(o for o in settings if o.startswith(ANNEAL_KEYS))
 
 
 def anneal_start(settings: list[str]) -> int | None:
-    starts = [int(o.split("=", 1)[1]) for o in settings if "anneal_start_epoch=" in o and o.split("=", 1)[1] != "null"]
-    return min(starts, default=None)
+    values = [o.split("=", 1)[1] for o in settings if "anneal_start_epoch=" in o]
+    if bad := [v for v in values if v != "null" and not v.isdigit()]:
+        raise SystemExit(f"error: anneal_start_epoch={bad[0]} is not an epoch number. Fix: pass an integer >= 0, "
+                         "or --anneal-epochs N to anneal the budget's last N epochs")
+    return min((int(v) for v in values if v != "null"), default=None)
 
 
 def recipe(settings: list[str]) -> list[str]:

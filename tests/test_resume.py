@@ -218,3 +218,23 @@ def test_resume_from_an_epoch_end_checkpoint_runs_the_next_epoch_whole_and_match
     assert resumed.batches_seen == 16 and resumed.steps == {"g": 16, "d": 16}
     for (name, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_an_lr_anneal_given_on_resume_takes_effect_from_the_next_step(tiny_mnist_root, tmp_path):
+    """The checkpoint restores where the schedule is; the command line decides its shape, also mid-epoch (the
+    first run's last.ckpt is at batch 14 of 20, where Lightning resumes without an epoch start)."""
+    run_dir = tmp_path / "run"
+    assert _train(run_dir, tiny_mnist_root, "trainer.max_epochs=1").returncode == 0
+    anneal = [f"model.{net}_scheduler.anneal_{key}" for net in "gd" for key in ("start_epoch=0", "epochs=3")]
+    resumed = _train(run_dir, tiny_mnist_root, "auto_resume=true", *anneal)  # factor 0.75 in epoch 0, 0.5 in epoch 1
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = [row for row in csv.DictReader((run_dir / "csv" / "metrics.csv").open()) if row.get("train/lr_g")]
+    steps = [int(row["step"]) for row in rows]
+    restart = next(i for i in range(1, len(rows)) if steps[i] < steps[i - 1])  # the log goes on where it resumed
+    assert steps[restart] == 14 and {row["epoch"] for row in rows[restart:]} == {"0", "1"}
+    for i, row in enumerate(rows):
+        factor = float(row["train/lr_g"]) * 1.000004 ** (steps[i] + 1) / 0.1  # less the paper's per-step decay
+        expected = 1.0 if i < restart else 0.75 if row["epoch"] == "0" else 0.5
+        assert abs(factor - expected) < 1e-5, (row, factor, expected)
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert abs(final["optimizer_states"][1]["param_groups"][0]["lr"] - 0.1 / 1.000004**35 * 0.5) < 1e-12

@@ -27,15 +27,19 @@ def test_lr_is_the_papers_closed_form_without_anneal():
 
 
 def test_anneal_falls_linearly_from_its_start_epoch_and_applies_from_the_epochs_first_step():
-    scheduler = PaperSchedule(_optimizer(), decay_factor=1.0, min_lr=1e-6, anneal_start_epoch=2, anneal_epochs=3)
-    seen = []
+    scheduler = PaperSchedule(_optimizer(), decay_factor=1.01, min_lr=1e-6, anneal_start_epoch=2, anneal_epochs=3)
+    seen, steps = [], 0
     for epoch in range(6):
         scheduler.set_epoch(epoch)
-        seen.append(_lr(scheduler))  # before any step of the epoch
-        scheduler.optimizer.step()
-        scheduler.step()
-        assert _lr(scheduler) == pytest.approx(seen[-1])  # steps inside the epoch keep its factor
-    assert seen == pytest.approx([0.1, 0.1, 0.075, 0.05, 0.025, 1e-6])
+        seen.append(_lr(scheduler) * 1.01**steps)  # before any step of the epoch, less the per-step decay
+        for _ in range(2):
+            scheduler.optimizer.step()
+            scheduler.step()
+            steps += 1
+            # inside the epoch: the per-step decay times the epoch's factor
+            assert _lr(scheduler) == pytest.approx(max(seen[-1] / 1.01**steps, 1e-6))
+    assert seen[:5] == pytest.approx([0.1, 0.1, 0.075, 0.05, 0.025])
+    assert _lr(scheduler) == 1e-6  # the last anneal factor is 0: the floor
 
 
 def test_a_checkpoint_restores_the_position_and_the_config_keeps_the_shape():
@@ -51,6 +55,22 @@ def test_a_checkpoint_restores_the_position_and_the_config_keeps_the_shape():
     assert (resumed.decay_factor, resumed.anneal_start_epoch, resumed.anneal_epochs) == (1.00001, 0, 4)
     resumed.set_epoch(0)
     assert _lr(resumed) == pytest.approx(0.1 / 1.00001**10 * 0.8)
+
+
+def test_a_mid_epoch_resume_steps_with_the_new_schedule_at_once():
+    """Lightning restores the optimizer (with the old run's lr) and then the scheduler, and calls no epoch start
+    in the middle of an epoch: the first step after the restore must already use the config's schedule."""
+    before = PaperSchedule(_optimizer())
+    before.set_epoch(3)
+    for _ in range(5):
+        before.optimizer.step()
+        before.step()
+    optimizer = _optimizer()
+    optimizer.load_state_dict(before.optimizer.state_dict())
+    resumed = PaperSchedule(optimizer, anneal_start_epoch=3, anneal_epochs=3)
+    resumed.load_state_dict(before.state_dict())
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / 1.000004**5 * 0.75)
+    assert optimizer.param_groups[0]["momentum"] == pytest.approx(resumed.momentum_at(3))
 
 
 @pytest.mark.parametrize(("start", "epochs"), [(-1, 10), (5, 0)])

@@ -111,6 +111,9 @@ def test_a_finished_run_trains_on_into_a_final_anneal_only_if_its_epochs_saw_the
     script.check_settings(fresh, budget(600))
     with pytest.raises(SystemExit, match=r"differing: .*anneal_start_epoch=550"):  # would change epochs 550-599
         script.check_settings(fresh, budget(650, anneal_epochs=100))
+    script.check_settings(fresh, [*budget(600), "model.g_scheduler.anneal_start_epoch=null"])  # the default: no anneal
+    with pytest.raises(SystemExit, match="anneal_start_epoch=6e2 is not an epoch number. Fix: pass an integer"):
+        script.check_settings(fresh, [*budget(700), "model.g_scheduler.anneal_start_epoch=6e2"])
 
 
 def test_a_run_on_the_experiments_default_budget_records_it_and_can_be_extended(tmp_path, capsys):

@@ -74,3 +74,6 @@ class PaperSchedule(LRScheduler):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict({key: value for key, value in state_dict.items() if key in _POSITION})
+        # A mid-epoch resume gets no epoch start (Lightning skips on_train_epoch_start then), so the config's
+        # schedule must reach the restored optimizer here, before the next step.
+        self.set_epoch(self.epoch)
