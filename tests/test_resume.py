@@ -58,7 +58,7 @@ def test_a_new_run_refuses_to_overwrite_existing_checkpoints(tiny_mnist_root, tm
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
 
 
-def test_a_resume_that_would_score_val_parzen_another_way_is_refused(tiny_mnist_root, tmp_path):
+def test_a_resume_refuses_another_val_parzen_scoring_and_follows_a_new_lr_anneal(tiny_mnist_root, tmp_path):
     run_dir = tmp_path / "run"
     assert _train(run_dir, tiny_mnist_root, "trainer.max_epochs=1").returncode == 0
     before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
@@ -70,12 +70,26 @@ def test_a_resume_that_would_score_val_parzen_another_way_is_refused(tiny_mnist_
         "to resume it, add callbacks.parzen.val_samples=200 callbacks.parzen.sigmas=[0.1,0.12915497,0.16681005,"
         "0.21544347,0.27825594,0.35938137,0.46415888,0.59948425,0.77426368,1.0]")
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
-    # the same settings resume (here: into a second epoch), appending to the first epoch's log
+    # the same Parzen settings resume (here: into a second epoch), appending to the first epoch's log; an lr
+    # anneal given on the command line takes effect from the next step, also mid-epoch (last.ckpt is at batch 14
+    # of 20, where Lightning resumes without an epoch start): the checkpoint restores where the schedule is,
+    # the config its shape
     first_log = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
-    assert _train(run_dir, tiny_mnist_root, "auto_resume=true").returncode == 0
+    anneal = [f"model.{net}_scheduler.anneal_{key}" for net in "gd" for key in ("start_epoch=0", "epochs=3")]
+    resumed = _train(run_dir, tiny_mnist_root, "auto_resume=true", *anneal)  # factor 0.75 in epoch 0, 0.5 in epoch 1
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
     assert log[: len(first_log)] == first_log
-    assert {row["epoch"] for row in csv.DictReader(log)} == {"0", "1"}
+    rows = [row for row in csv.DictReader(log) if row.get("train/lr_g")]
+    steps = [int(row["step"]) for row in rows]
+    restart = next(i for i in range(1, len(rows)) if steps[i] < steps[i - 1])  # the log goes on where it resumed
+    assert steps[restart] == 14 and {row["epoch"] for row in rows[restart:]} == {"0", "1"}
+    for i, row in enumerate(rows):
+        factor = float(row["train/lr_g"]) * 1.000004 ** (steps[i] + 1) / 0.1  # less the paper's per-step decay
+        expected = 1.0 if i < restart else 0.75 if row["epoch"] == "0" else 0.5
+        assert abs(factor - expected) < 1e-5, (row, factor, expected)
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert abs(final["optimizer_states"][1]["param_groups"][0]["lr"] - 0.1 / 1.000004**35 * 0.5) < 1e-12
 
 
 def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tiny_mnist_root, tmp_path):
@@ -219,22 +233,3 @@ def test_resume_from_an_epoch_end_checkpoint_runs_the_next_epoch_whole_and_match
     for (name, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
-
-def test_an_lr_anneal_given_on_resume_takes_effect_from_the_next_step(tiny_mnist_root, tmp_path):
-    """The checkpoint restores where the schedule is; the command line decides its shape, also mid-epoch (the
-    first run's last.ckpt is at batch 14 of 20, where Lightning resumes without an epoch start)."""
-    run_dir = tmp_path / "run"
-    assert _train(run_dir, tiny_mnist_root, "trainer.max_epochs=1").returncode == 0
-    anneal = [f"model.{net}_scheduler.anneal_{key}" for net in "gd" for key in ("start_epoch=0", "epochs=3")]
-    resumed = _train(run_dir, tiny_mnist_root, "auto_resume=true", *anneal)  # factor 0.75 in epoch 0, 0.5 in epoch 1
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    rows = [row for row in csv.DictReader((run_dir / "csv" / "metrics.csv").open()) if row.get("train/lr_g")]
-    steps = [int(row["step"]) for row in rows]
-    restart = next(i for i in range(1, len(rows)) if steps[i] < steps[i - 1])  # the log goes on where it resumed
-    assert steps[restart] == 14 and {row["epoch"] for row in rows[restart:]} == {"0", "1"}
-    for i, row in enumerate(rows):
-        factor = float(row["train/lr_g"]) * 1.000004 ** (steps[i] + 1) / 0.1  # less the paper's per-step decay
-        expected = 1.0 if i < restart else 0.75 if row["epoch"] == "0" else 0.5
-        assert abs(factor - expected) < 1e-5, (row, factor, expected)
-    final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert abs(final["optimizer_states"][1]["param_groups"][0]["lr"] - 0.1 / 1.000004**35 * 0.5) < 1e-12
