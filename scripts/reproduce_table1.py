@@ -136,6 +136,16 @@ def run_folder(dataset: str, seed: int, fold: int | None, args) -> Path:
     return Path(args.out) / dataset / (f"fold{fold}" if fold is not None else "") / f"seed{seed}"
 
 
+def training_seconds(run_dir: Path) -> float | None:
+    """The run's training time over all its resumes, from the Timer state in last.ckpt (None for runs whose
+    checkpoints have none: started with callbacks that lack `timer`, or before it was a default)."""
+    from gan.utils.checkpoints import load_checkpoint
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    timer = load_checkpoint(last).get("callbacks", {}).get("Timer") if last.exists() else None
+    return float(timer["time_elapsed"]["train"]) if timer else None
+
+
 def wall_seconds_before(run_dir: Path) -> float:
     """The run's training time before this call: each earlier budget's record holds the time up to it, so the
     latest (the largest) is all of it."""
@@ -158,7 +168,8 @@ def train(run_dir: Path, dataset: str, seed: int, fold: int | None, args, extra:
     print(" ".join(command), flush=True)
     run_step(command, run_dir)
     metrics = json.loads(metrics_file.read_text())
-    metrics["wall_seconds"] = time.time() - start + wall_seconds_before(run_dir)
+    seconds = training_seconds(run_dir)  # counts the parts of interrupted calls too
+    metrics["wall_seconds"] = seconds if seconds is not None else time.time() - start + wall_seconds_before(run_dir)
     metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
 

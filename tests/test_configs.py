@@ -43,6 +43,18 @@ def test_command_line_overrides_reach_every_group(tmp_path):
     assert cfg.data.seed == 3 and cfg.model.seed == 3  # interpolated from the top-level seed
 
 
+def test_trainer_max_time_still_limits_a_run_with_the_default_timer(tmp_path):
+    """Lightning ignores trainer.max_time when the callbacks already hold a Timer, so the default timer (which
+    keeps the training time for reproduce_table1.py) must carry the limit itself."""
+    from lightning.pytorch.callbacks import Timer
+
+    for overrides, seconds in (([], None), (["+trainer.max_time=00:01:30:00"], 5400.0)):
+        cfg = compose_train([f"paths.output_dir={tmp_path}", *overrides])
+        trainer = instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg.callbacks), logger=False)
+        timers = [callback for callback in trainer.callbacks if isinstance(callback, Timer)]
+        assert len(timers) == 1 and timers[0]._duration == seconds
+
+
 def test_networks_follow_the_data_shape(tiny_mnist_root, tmp_path):
     cfg = compose_train(["data=fashion_mnist", f"paths.output_dir={tmp_path}", *tiny_data_overrides(tiny_mnist_root)])
     model = instantiate(cfg.model)

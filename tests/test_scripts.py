@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import tiny_data_overrides
 
@@ -37,6 +38,9 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     last = [json.loads((out / "mnist" / f"seed{s}" / "table1_last.json").read_text()) for s in (1, 2)]
     assert all(m["ckpt_path"].endswith("last.ckpt") and m["epochs"] == 1 for m in last)
     best = [json.loads((out / "mnist" / f"seed{s}" / "metrics.json").read_text()) for s in (1, 2)]
+    # the wall-time column is the training time the run's Timer kept in its checkpoints (resumes included)
+    timer = torch.load(out / "mnist" / "seed1" / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["Timer"]
+    assert best[0]["wall_seconds"] == pytest.approx(timer["time_elapsed"]["train"]) and best[0]["wall_seconds"] > 0
     lls = [m["test/parzen_ll"] for m in last]
     mean, se = (lls[0] + lls[1]) / 2, abs(lls[0] - lls[1]) / 2
     assert cells[2] == "1"  # epochs
