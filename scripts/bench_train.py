@@ -2,10 +2,11 @@
 
     python scripts/bench_train.py --experiment mnist_paper --steps 300 --repeats 3
     python scripts/bench_train.py --experiment mnist_pytorch_gan --device cuda --precision bf16-mixed
+    OMP_NUM_THREADS=1 python scripts/bench_train.py --experiment mnist_pytorch_gan --clock cpu --repeats 0 --profile 12
 
 (a) the real framework: GAN LightningModule, DataModule, Trainer with the experiment's default callbacks
-    and logger (CSV); the time of the training batches only (epoch-end evaluation is timed separately
-    by scripts/bench_epoch.py);
+    and logger (CSV); the time of the training batches only, each with all its hooks (the epoch-end work,
+    evaluation, figures and checkpoints, is timed separately by scripts/bench_epoch.py);
 (b) a bare loop: the same networks, optimisers, schedules, batch size and in-memory data, the same
     update written inline.
 Prints steps/s of each, the median ratio a/b, and peak memory; a JSON summary on the last line.
@@ -59,25 +60,30 @@ def sync(device: str) -> None:
 
 
 class StepTimer(Callback):
-    """Wall time of training batches [warmup, warmup + steps)."""
+    """Time of training batches [warmup, warmup + steps), every callback's per-batch hooks included.
 
-    def __init__(self, warmup: int, device: str) -> None:
-        self.warmup, self.device, self.start, self.seconds = warmup, device, None, None
+    It stops after the last batch's hooks, not at the epoch's end: the epoch-end work (here a one-epoch run's
+    final figures and checkpoint) comes once per real epoch of hundreds of batches, and bench_epoch.py times it.
+    It is the last callback, so its batch-end hook runs after all the others'."""
+
+    def __init__(self, warmup: int, steps: int, device: str) -> None:
+        self.warmup, self.last, self.device, self.start, self.seconds = warmup, warmup + steps - 1, device, None, None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == self.warmup:
             sync(self.device)
             self.start = clock()
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        sync(self.device)
-        self.seconds = clock() - self.start
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.last:
+            sync(self.device)
+            self.seconds = clock() - self.start
 
 
 def run_framework(cfg, args) -> float:
     seed_everything(cfg.seed)
     datamodule, model = instantiate(cfg.data), instantiate(cfg.model)
-    timer = StepTimer(args.warmup, args.device)
+    timer = StepTimer(args.warmup, args.steps, args.device)
     callbacks = [*instantiate_callbacks(cfg.callbacks), timer]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger), max_epochs=1,
                           limit_train_batches=args.warmup + args.steps, limit_val_batches=0,
@@ -152,6 +158,36 @@ def _bare_loop(cfg, args) -> float:
     return args.steps / (clock() - start)
 
 
+def check_one_epoch_holds_the_steps(cfg, args) -> None:
+    """Both arms time batches of one epoch (the framework's epoch end is not part of a step)."""
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    batches = len(datamodule.images("train")) // cfg.data.batch_size
+    if args.warmup + args.steps > batches:
+        raise SystemExit(f"--warmup + --steps = {args.warmup + args.steps} batches is more than one epoch of "
+                         f"{cfg.data._target_.rsplit('.', 1)[-1]} ({batches} batches of {cfg.data.batch_size}); "
+                         f"ask for at most {batches - args.warmup} steps")
+
+
+def profile_both(cfg_for, args, top: int) -> None:
+    """One more run of each arm under cProfile: the bare arm's `top` heaviest functions (by own time), with
+    calls and seconds in both arms. The kernels (linear, backward, the optimizer) show whether the framework's
+    step computes more or the same work more slowly; Lightning's own functions appear in the framework only."""
+    import cProfile
+    import pstats
+
+    stats = {}
+    for name, run in (("framework", run_framework), ("bare", run_bare)):
+        profiler = cProfile.Profile()
+        profiler.runcall(run, cfg_for(f"profile_{name}"), args)
+        stats[name] = {pstats.func_std_string(f): (calls, own) for f, (_, calls, own, _, _) in pstats.Stats(profiler).stats.items()}
+    heaviest = sorted(stats["bare"], key=lambda f: -stats["bare"][f][1])[:top]
+    print(f"{'function (the bare arm heaviest first)':70s} {'framework calls, s':>20s} {'bare calls, s':>18s}")
+    for function in heaviest:
+        cells = [f"{c:7d} {t:9.3f}" for c, t in (stats[arm].get(function, (0, 0.0)) for arm in ("framework", "bare"))]
+        print(f"{function[-70:]:70s} {cells[0]:>20s} {cells[1]:>18s}")
+
+
 def peak_memory(device: str) -> str:
     if device == "cuda":
         return f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB (CUDA, peak allocated)"
@@ -172,6 +208,8 @@ def main() -> None:
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                         help="wall: elapsed time; cpu: this process's CPU time (for busy machines, with OMP_NUM_THREADS=1)")
     parser.add_argument("--no-progress-bar", action="store_true", help="no progress bar at all (the default config shows a rich one)")
+    parser.add_argument("--profile", type=int, default=0, metavar="TOP",
+                        help="then run each arm once more under cProfile and compare the TOP heaviest functions")
     parser.add_argument("--data-root", default=os.environ.get("GAN_DATA_ROOT", str(DEFAULT_DATA)))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs, e.g. data.batch_size=64")
     args = parser.parse_args()
@@ -180,6 +218,7 @@ def main() -> None:
 
     rates: dict[str, list[float]] = {"framework": [], "bare": []}
     with tempfile.TemporaryDirectory() as tmp:
+        check_one_epoch_holds_the_steps(compose_config(args, tmp), args)
         for repeat in range(args.repeats):
             pair = [("framework", run_framework), ("bare", run_bare)]
             for name, run in pair if repeat % 2 == 0 else pair[::-1]:  # ABBA order: drift cancels
@@ -190,6 +229,10 @@ def main() -> None:
                 rate = run(cfg, args)
                 rates[name].append(rate)
                 print(f"repeat {repeat} {name:9s} {rate:8.1f} steps/s  peak memory {peak_memory(args.device)}", flush=True)
+        if args.profile:
+            profile_both(lambda name: compose_config(args, f"{tmp}/{name}"), args, args.profile)
+    if not args.repeats:
+        return
     ratios = [a / b for a, b in zip(rates["framework"], rates["bare"])]
     summary = {
         "experiment": args.experiment, "device": args.device, "precision": args.precision, "compile": args.compile,

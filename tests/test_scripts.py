@@ -198,12 +198,30 @@ def test_reproduce_table1_scores_tfd_per_fold_as_the_paper(tmp_path):
 
 def test_bench_train_prints_the_framework_to_bare_ratio(tiny_mnist_root, tmp_path):
     command = [sys.executable, str(REPO / "scripts" / "bench_train.py"), "--steps", "3", "--warmup", "1", "--repeats", "1",
-               "--device", "cpu", "--data-root", str(tiny_mnist_root), "data.verify=false", "data.val_size=200"]  # fmt: skip
+               "--profile", "40", "--device", "cpu", "--data-root", str(tiny_mnist_root), "data.verify=false",
+               "data.val_size=200"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    lines = result.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
     assert summary["framework_steps_per_s"] > 0 and summary["bare_steps_per_s"] > 0
     assert abs(summary["ratio_median"] - summary["framework_steps_per_s"] / summary["bare_steps_per_s"]) < 1e-9
+    # --profile: the bare arm's heaviest functions with calls and seconds in both arms; the networks' matrix
+    # products run in both, 2 G + 4 D layers' worth per batch at least (4 batches, warm-up included)
+    start = next(i for i, line in enumerate(lines) if line.startswith("function (the bare arm heaviest first)"))
+    rows = {line[:70].strip(): line[70:].split() for line in lines[start + 1 : start + 41]}
+    linear = rows["{built-in method torch._C._nn.linear}"]
+    assert int(linear[0]) >= 4 * 6 and int(linear[2]) >= 4 * 6 and float(linear[1]) > 0 and float(linear[3]) > 0
+
+
+def test_bench_train_refuses_more_steps_than_one_epoch_holds_before_timing_anything(tiny_mnist_root, tmp_path):
+    command = [sys.executable, str(REPO / "scripts" / "bench_train.py"), "--steps", "100000", "--device", "cpu",
+               "--data-root", str(tiny_mnist_root), "data.verify=false", "data.val_size=200"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert "more than one epoch" in message and "ask for at most" in message
+    assert "repeat" not in result.stdout  # refused before either arm ran
 
 
 def test_parzen_selection_repeats_the_runs_own_validation_and_test_numbers(tiny_mnist_root, tmp_path):
