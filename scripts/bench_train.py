@@ -2,6 +2,7 @@
 
     python scripts/bench_train.py --experiment mnist_paper --steps 300 --repeats 3
     python scripts/bench_train.py --experiment mnist_pytorch_gan --device cuda --precision bf16-mixed
+    python scripts/bench_train.py --experiment mnist_paper --device cuda --precision bf16-mixed --compile --bare-eager
     OMP_NUM_THREADS=1 python scripts/bench_train.py --experiment mnist_pytorch_gan --clock cpu --repeats 0 --profile 12
 
 (a) the real framework: GAN LightningModule, DataModule, Trainer with the experiment's default callbacks
@@ -111,14 +112,14 @@ def _bare_loop(cfg, args) -> float:
     data = datamodule.images("train").to(device)
     model = instantiate(cfg.model)
     generator, discriminator, noise = model.generator.to(device), model.discriminator.to(device), model.noise.to(device)
-    if args.compile:
+    if args.compile and not args.bare_eager:
         generator.compile()
         discriminator.compile()
     opt_g, opt_d = model.g_optimizer(params=generator.parameters()), model.d_optimizer(params=discriminator.parameters())
     sched_g = model.g_scheduler(optimizer=opt_g) if model.g_scheduler is not None else None
     sched_d = model.d_scheduler(optimizer=opt_d) if model.d_scheduler is not None else None
     batch_size, simultaneous = cfg.data.batch_size, cfg.model.update_scheme == "simultaneous"
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed" and not args.bare_eager)
     order = torch.randperm(len(data), device=device)
     start = None
     for step in range(args.warmup + args.steps):
@@ -205,6 +206,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--bare-eager", action="store_true",
+                        help="the bare loop stays eager fp32 whatever --precision and --compile give the framework "
+                             "(the GPU target: the framework with its switches >= a bare eager loop)")
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                         help="wall: elapsed time; cpu: this process's CPU time (for busy machines, with OMP_NUM_THREADS=1)")
     parser.add_argument("--no-progress-bar", action="store_true", help="no progress bar at all (the default config shows a rich one)")
@@ -236,6 +240,7 @@ def main() -> None:
     ratios = [a / b for a, b in zip(rates["framework"], rates["bare"])]
     summary = {
         "experiment": args.experiment, "device": args.device, "precision": args.precision, "compile": args.compile,
+        "bare": "eager fp32" if args.bare_eager else "same precision and compilation as the framework",
         "steps": args.steps, "clock": args.clock, "framework_steps_per_s": statistics.median(rates["framework"]),
         "bare_steps_per_s": statistics.median(rates["bare"]), "ratio_median": statistics.median(ratios),
         "ratio_of_medians": statistics.median(rates["framework"]) / statistics.median(rates["bare"]),

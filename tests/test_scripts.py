@@ -198,14 +198,15 @@ def test_reproduce_table1_scores_tfd_per_fold_as_the_paper(tmp_path):
 
 def test_bench_train_prints_the_framework_to_bare_ratio(tiny_mnist_root, tmp_path):
     command = [sys.executable, str(REPO / "scripts" / "bench_train.py"), "--steps", "3", "--warmup", "1", "--repeats", "1",
-               "--profile", "40", "--device", "cpu", "--data-root", str(tiny_mnist_root), "data.verify=false",
-               "data.val_size=200"]  # fmt: skip
+               "--profile", "40", "--precision", "bf16-mixed", "--bare-eager", "--device", "cpu",
+               "--data-root", str(tiny_mnist_root), "data.verify=false", "data.val_size=200"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
     assert summary["framework_steps_per_s"] > 0 and summary["bare_steps_per_s"] > 0
     assert abs(summary["ratio_median"] - summary["framework_steps_per_s"] / summary["bare_steps_per_s"]) < 1e-9
+    assert summary["precision"] == "bf16-mixed" and summary["bare"] == "eager fp32"
     # --profile: the bare arm's heaviest functions with calls and seconds in both arms; the networks' matrix
     # products run in both, 2 G + 4 D layers' worth per batch at least (4 batches, warm-up included)
     start = next(i for i, line in enumerate(lines) if line.startswith("function (the bare arm heaviest first)"))
