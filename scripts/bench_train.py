@@ -189,12 +189,29 @@ def profile_both(cfg_for, args, top: int) -> None:
         print(f"{function[-70:]:70s} {cells[0]:>20s} {cells[1]:>18s}")
 
 
-def peak_memory(device: str) -> str:
+def reset_peak_memory(device: str) -> bool:
+    """Starts each arm's peak afresh: CUDA's allocator statistics, or on Linux the process's peak RSS
+    (writing 5 to /proc/self/clear_refs resets VmHWM to the current RSS). False where it cannot be reset."""
     if device == "cuda":
-        return f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB (CUDA, peak allocated)"
+        torch.cuda.reset_peak_memory_stats()
+        return True
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory(device: str, reset: bool) -> tuple[float, str]:
+    """(MiB, what was measured)."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20, "CUDA, peak allocated in this arm"
+    if reset:
+        high_water = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+        return int(high_water.split()[1]) / 2**10, "peak RSS in this arm, the process's memory included"
     import resource
 
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB (process peak RSS)"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, "process peak RSS so far"
 
 
 def main() -> None:
@@ -221,6 +238,7 @@ def main() -> None:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
     rates: dict[str, list[float]] = {"framework": [], "bare": []}
+    peaks: dict[str, list[float]] = {"framework": [], "bare": []}
     with tempfile.TemporaryDirectory() as tmp:
         check_one_epoch_holds_the_steps(compose_config(args, tmp), args)
         for repeat in range(args.repeats):
@@ -228,11 +246,12 @@ def main() -> None:
             for name, run in pair if repeat % 2 == 0 else pair[::-1]:  # ABBA order: drift cancels
                 gc.collect()
                 cfg = compose_config(args, f"{tmp}/{name}{repeat}")
-                if args.device == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
+                reset = reset_peak_memory(args.device)
                 rate = run(cfg, args)
                 rates[name].append(rate)
-                print(f"repeat {repeat} {name:9s} {rate:8.1f} steps/s  peak memory {peak_memory(args.device)}", flush=True)
+                mib, measured = peak_memory(args.device, reset)
+                peaks[name].append(mib)
+                print(f"repeat {repeat} {name:9s} {rate:8.1f} steps/s  peak memory {mib:.0f} MiB ({measured})", flush=True)
         if args.profile:
             profile_both(lambda name: compose_config(args, f"{tmp}/{name}"), args, args.profile)
     if not args.repeats:
@@ -244,7 +263,7 @@ def main() -> None:
         "steps": args.steps, "clock": args.clock, "framework_steps_per_s": statistics.median(rates["framework"]),
         "bare_steps_per_s": statistics.median(rates["bare"]), "ratio_median": statistics.median(ratios),
         "ratio_of_medians": statistics.median(rates["framework"]) / statistics.median(rates["bare"]),
-        "ratios": ratios,
+        "ratios": ratios, "peak_memory_mib": {name: max(values) for name, values in peaks.items()},
     }  # fmt: skip
     print(f"framework / bare = {summary['ratio_median']:.3f} (median of {args.repeats} paired ratios; ratio of median "
           f"rates {summary['ratio_of_medians']:.3f}; per repeat: "

@@ -24,6 +24,26 @@ def test_nearest_training_image_matches_brute_force():
     assert torch.equal(nearest_training_images(train[123:124], train, chunk=50), train[123:124])
 
 
+def test_nearest_training_images_converts_the_training_set_to_pixels_chunk_by_chunk():
+    from gan.data.scaling import scale, to_unit_range
+
+    g = torch.Generator().manual_seed(1)
+    pixels, samples = torch.rand(300, 3, 4, 4, generator=g), torch.rand(5, 3, 4, 4, generator=g)
+    for scaling in ("symmetric", "gcn"):  # gcn: a per-image stretch, not the inverse of the scaling
+        train = scale(pixels, scaling)
+        shown = to_unit_range(train, scaling)
+        expected = shown[torch.cdist(samples.flatten(1), shown.flatten(1)).argmin(dim=1)]
+        converted = []
+
+        def to_pixels(images, scaling=scaling):
+            converted.append(len(images))
+            return to_unit_range(images, scaling)
+
+        found = nearest_training_images(samples, train, chunk=64, to_pixels=to_pixels)
+        torch.testing.assert_close(found, expected)
+        assert max(converted) == 64 and sum(converted) == 300 + 5  # chunks, then the 5 neighbours found
+
+
 def test_figure2_has_an_extra_column_of_neighbours():
     train = torch.rand(100, 1, 8, 8)
     grid = nearest_neighbour_grid(train[:12], train, columns=4)  # 3 rows of 4 samples + 1 neighbour column

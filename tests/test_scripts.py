@@ -207,6 +207,7 @@ def test_bench_train_prints_the_framework_to_bare_ratio(tiny_mnist_root, tmp_pat
     assert summary["framework_steps_per_s"] > 0 and summary["bare_steps_per_s"] > 0
     assert abs(summary["ratio_median"] - summary["framework_steps_per_s"] / summary["bare_steps_per_s"]) < 1e-9
     assert summary["precision"] == "bf16-mixed" and summary["bare"] == "eager fp32"
+    assert all(mib > 0 for mib in summary["peak_memory_mib"].values()) and set(summary["peak_memory_mib"]) == {"framework", "bare"}
     # --profile: the bare arm's heaviest functions with calls and seconds in both arms; the networks' matrix
     # products run in both, 2 G + 4 D layers' worth per batch at least (4 batches, warm-up included)
     start = next(i for i, line in enumerate(lines) if line.startswith("function (the bare arm heaviest first)"))

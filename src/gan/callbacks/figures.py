@@ -19,7 +19,7 @@ def paper_figures(pl_module: LightningModule, datamodule, rows: int = 8, columns
     generator = torch.Generator().manual_seed(seed)
     to_pixels = datamodule.to_unit_range
     samples = to_pixels(pl_module.sample(rows * columns, generator=generator).float())
-    figure2 = nearest_neighbour_grid(samples, to_pixels(datamodule.images("train")), columns)
+    figure2 = nearest_neighbour_grid(samples, datamodule.images("train"), columns, to_pixels=to_pixels)
     z_start, z_end = pl_module.noise(pairs, generator=generator), pl_module.noise(pairs, generator=generator)
     figure3 = interpolation_grid(lambda z: to_pixels(pl_module.sample(len(z), noise=z).float()), z_start, z_end, steps)
     return {"figure2": figure2, "figure3": figure3}
