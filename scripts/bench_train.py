@@ -234,6 +234,8 @@ def main() -> None:
     parser.add_argument("--data-root", default=os.environ.get("GAN_DATA_ROOT", str(DEFAULT_DATA)))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs, e.g. data.batch_size=64")
     args = parser.parse_args()
+    if args.steps < 1 or args.warmup < 0 or args.repeats < (0 if args.profile else 1) or args.profile < 0:
+        parser.error("--steps must be >= 1, --warmup >= 0, --repeats >= 1 (0 only with --profile), --profile >= 0")
     global clock
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
 

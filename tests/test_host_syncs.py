@@ -86,7 +86,7 @@ def test_a_training_step_reads_nothing_back_from_the_device(experiment, mnist_ro
     trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
 
     reads = {window: dict(calls) for window, calls in recorder.windows.items() if calls}
-    # the divergence guard's one read per check (after batches 3 and 6), Lightning's logging of step 4
+    # the divergence guard's one read per check (the 3rd and 6th batches), Lightning's logging after the 4th
     assert reads.pop("2") == {"cpu": 1, "__bool__": 1}
     assert reads.pop("5") == {"cpu": 1, "__bool__": 1}
     logged = reads.pop("after 3")
