@@ -61,24 +61,21 @@ def sync(device: str) -> None:
 
 
 class StepTimer(Callback):
-    """Time of training batches [warmup, warmup + steps), every callback's per-batch hooks included.
-
-    It stops after the last batch's hooks, not at the epoch's end: the epoch-end work (here a one-epoch run's
-    final figures and checkpoint) comes once per real epoch of hundreds of batches, and bench_epoch.py times it.
-    It is the last callback, so its batch-end hook runs after all the others'."""
+    """Time of training batches [warmup, warmup + steps): from the start of batch `warmup` to the start of
+    batch `warmup + steps`, so each timed batch comes with everything Lightning and every callback do around
+    it (hooks, logging, the next batch's fetch). The epoch-end work (here a one-epoch run's final figures and
+    checkpoint) comes once per real epoch of hundreds of batches; bench_epoch.py times it."""
 
     def __init__(self, warmup: int, steps: int, device: str) -> None:
-        self.warmup, self.last, self.device, self.start, self.seconds = warmup, warmup + steps - 1, device, None, None
+        self.warmup, self.end, self.device, self.start, self.seconds = warmup, warmup + steps, device, None, None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup:
+        if batch_idx in (self.warmup, self.end):
             sync(self.device)
-            self.start = clock()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx == self.last:
-            sync(self.device)
-            self.seconds = clock() - self.start
+            if batch_idx == self.warmup:
+                self.start = clock()
+            else:
+                self.seconds = clock() - self.start
 
 
 def run_framework(cfg, args) -> float:
@@ -87,9 +84,11 @@ def run_framework(cfg, args) -> float:
     timer = StepTimer(args.warmup, args.steps, args.device)
     callbacks = [*instantiate_callbacks(cfg.callbacks), timer]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger), max_epochs=1,
-                          limit_train_batches=args.warmup + args.steps, limit_val_batches=0,
+                          limit_train_batches=args.warmup + args.steps + 1, limit_val_batches=0,
                           enable_model_summary=False, enable_progress_bar=not args.no_progress_bar)  # fmt: skip
     trainer.fit(model, datamodule=datamodule)
+    if timer.seconds is None:
+        raise SystemExit(f"the framework stopped before batch {timer.end} (its log is above); nothing was timed")
     return args.steps / timer.seconds
 
 
@@ -160,20 +159,23 @@ def _bare_loop(cfg, args) -> float:
 
 
 def check_one_epoch_holds_the_steps(cfg, args) -> None:
-    """Both arms time batches of one epoch (the framework's epoch end is not part of a step)."""
+    """Both arms time batches of one epoch (the framework's epoch end is not part of a step); the framework's
+    clock stops at the start of the batch after the last timed one, so the epoch must hold that one too."""
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     batches = len(datamodule.images("train")) // cfg.data.batch_size
-    if args.warmup + args.steps > batches:
-        raise SystemExit(f"--warmup + --steps = {args.warmup + args.steps} batches is more than one epoch of "
+    if args.warmup + args.steps + 1 > batches:
+        raise SystemExit(f"--warmup + --steps + 1 = {args.warmup + args.steps + 1} batches is more than one epoch of "
                          f"{cfg.data._target_.rsplit('.', 1)[-1]} ({batches} batches of {cfg.data.batch_size}); "
-                         f"ask for at most {batches - args.warmup} steps")
+                         f"ask for at most {batches - args.warmup - 1} steps")
 
 
 def profile_both(cfg_for, args, top: int) -> None:
     """One more run of each arm under cProfile: the bare arm's `top` heaviest functions (by own time), with
-    calls and seconds in both arms. The kernels (linear, backward, the optimizer) show whether the framework's
-    step computes more or the same work more slowly; Lightning's own functions appear in the framework only."""
+    calls and seconds in both arms. On the CPU the kernels (linear, backward, the optimizer) show whether the
+    framework's step computes more, or the same work more slowly (on CUDA a function's own time is its launch,
+    not its kernel). Whole runs are profiled, set-up and, in the framework only, the epoch end included: its
+    Figures 2-3 add a few `linear` calls and a `cdist`; Lightning's own functions appear in the framework only."""
     import cProfile
     import pstats
 

@@ -12,8 +12,8 @@ from torchvision.utils import make_grid
 def nearest_training_images(samples: torch.Tensor, train: torch.Tensor, chunk: int = 4096,
                             to_pixels: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
     """For each sample, the Euclidean nearest image of `train` (both (N, ...)), in pixel space: `to_pixels`
-    maps `train` there one chunk at a time (a whole converted copy of CIFAR-10 would be 600 MB); `samples`
-    are in pixel space already. Returns the neighbours in pixel space."""
+    maps `train` there one chunk at a time (a whole converted copy of CIFAR-10 would be 600 MB), so it must
+    treat each image on its own; `samples` are in pixel space already. Returns the neighbours in pixel space."""
     to_pixels = to_pixels or (lambda images: images)
     flat = samples.flatten(1).float()
     best_dist = torch.full((len(flat),), float("inf"), device=flat.device)
