@@ -197,7 +197,7 @@ def test_reproduce_table1_scores_tfd_per_fold_as_the_paper(tmp_path):
 
 
 def test_bench_train_prints_the_framework_to_bare_ratio(tiny_mnist_root, tmp_path):
-    command = [sys.executable, str(REPO / "scripts" / "bench_train.py"), "--steps", "3", "--warmup", "1", "--repeats", "1",
+    command = [sys.executable, str(REPO / "scripts" / "bench_train.py"), "--steps", "2", "--warmup", "1", "--repeats", "1",
                "--profile", "40", "--precision", "bf16-mixed", "--bare-eager", "--device", "cpu",
                "--data-root", str(tiny_mnist_root), "data.verify=false", "data.val_size=200"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
@@ -209,11 +209,12 @@ def test_bench_train_prints_the_framework_to_bare_ratio(tiny_mnist_root, tmp_pat
     assert summary["precision"] == "bf16-mixed" and summary["bare"] == "eager fp32"
     assert all(mib > 0 for mib in summary["peak_memory_mib"].values()) and set(summary["peak_memory_mib"]) == {"framework", "bare"}
     # --profile: the bare arm's heaviest functions with calls and seconds in both arms; the networks' matrix
-    # products run in both, 2 G + 4 D layers' worth per batch at least (4 batches, warm-up included)
+    # products run in both, 2 G + 4 D layers' worth per batch at least (3 batches with the warm-up; the
+    # framework runs one more, where its clock stops)
     start = next(i for i, line in enumerate(lines) if line.startswith("function (the bare arm heaviest first)"))
     rows = {line[:70].strip(): line[70:].split() for line in lines[start + 1 : start + 41]}
     linear = rows["{built-in method torch._C._nn.linear}"]
-    assert int(linear[0]) >= 4 * 6 and int(linear[2]) >= 4 * 6 and float(linear[1]) > 0 and float(linear[3]) > 0
+    assert int(linear[0]) >= 3 * 6 and int(linear[2]) >= 3 * 6 and float(linear[1]) > 0 and float(linear[3]) > 0
 
 
 def test_bench_train_refuses_more_steps_than_one_epoch_holds_before_timing_anything(tiny_mnist_root, tmp_path):
