@@ -35,8 +35,8 @@ class _Recorder:
     """Counts host reads in the current window; a read the function-level mode recorded is not counted again
     for the ATen ops it runs."""
 
-    def __init__(self, trainer) -> None:
-        self.trainer, self.calls, self.inside_read = trainer, Counter(), 0
+    def __init__(self, trainer, calls: Counter) -> None:
+        self.trainer, self.calls, self.inside_read = trainer, calls, 0
 
     def optimizer_step_count(self, args, kwargs) -> bool:
         # PyTorch keeps Adam's step counters on the host (unless capturable or fused): reading them syncs nothing
@@ -81,10 +81,9 @@ class HostReadsPerBatch(Callback):
         self.windows: dict[str, Counter] = defaultdict(Counter)
         self._modes: list = []
 
-    def _open(self, trainer, window: str) -> None:
+    def open_window(self, trainer, window: str) -> None:
         self.close()
-        recorder = _Recorder(trainer)
-        recorder.calls = self.windows[window]
+        recorder = _Recorder(trainer, self.windows[window])
         self._modes = [_PythonReads(recorder), _AtenReads(recorder)]
         for mode in self._modes:
             mode.__enter__()
@@ -95,11 +94,10 @@ class HostReadsPerBatch(Callback):
         self._modes = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        self._open(trainer, str(batch_idx))
+        self.open_window(trainer, str(batch_idx))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self._open(trainer, f"after {batch_idx}")
-
+        self.open_window(trainer, f"after {batch_idx}")
 
 
 class CloseAtEpochEnd(Callback):
@@ -151,7 +149,7 @@ def test_the_recorders_see_reads_nested_in_other_calls_and_in_autograd_hooks():
     trainer = type("NoOptimizers", (), {"optimizers": []})()
     weight = torch.ones(3, requires_grad=True)
     weight.register_hook(lambda grad: grad * float(grad.sum() > 0))  # bool() inside backward
-    recorder._open(trainer, "nested")
+    recorder.open_window(trainer, "nested")
     try:
         loss = (weight * 2).sum()
         f"{loss.detach():.3f}"  # formatting reads the value

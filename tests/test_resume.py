@@ -236,4 +236,3 @@ def test_resume_from_an_epoch_end_checkpoint_runs_the_next_epoch_whole_and_match
     assert resumed.batches_seen == 16 and resumed.steps == {"g": 16, "d": 16}
     for (name, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
-
