@@ -156,3 +156,26 @@ def test_validation_d_of_g_is_measured_on_the_generator_d_trains_against_not_its
         raw, ema = (torch.sigmoid(model.discriminator(g(z))).mean() for g in (model.generator, model.generator_ema.module))
     assert abs(float(raw - ema)) > 1e-5  # D is still near 1/2 everywhere, but not the same on both
     torch.testing.assert_close(logged["val/d_fake"], raw, rtol=0, atol=1e-8)
+
+
+def test_generator_ema_matches_torchs_averaged_model_and_resumes_from_its_state_dict():
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from gan.ema import GeneratorEMA
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6))  # float and int64 buffers
+    ours, torchs = GeneratorEMA(net, DECAY), AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(DECAY), use_buffers=True)
+    for step in range(4):
+        net(torch.randn(8, 4))  # moves BatchNorm's running statistics and counter
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        if step == 2:  # a fresh EMA loaded from a checkpoint goes on averaging, not copying
+            resumed = GeneratorEMA(torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6)), DECAY)
+            resumed.load_state_dict(ours.state_dict())
+            ours = resumed
+        ours.update_parameters(net)
+        torchs.update_parameters(net)
+        for name, value in torchs.state_dict().items():
+            torch.testing.assert_close(ours.state_dict()[name], value, msg=f"step {step}: {name}")

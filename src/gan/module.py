@@ -8,8 +8,8 @@ import torch
 from lightning import LightningModule
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from gan.ema import GeneratorEMA
 from gan.losses import discriminator_loss, generator_loss
 from gan.networks.layers import apply_max_norm, has_max_norm
 from gan.utils.nvml import drop_futile_nvml_check
@@ -53,8 +53,7 @@ class GAN(LightningModule):
         self.compile_networks = compile
         self.generator_ema = None
         if ema_decay:
-            self.generator_ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-            self.generator_ema.requires_grad_(False)
+            self.generator_ema = GeneratorEMA(generator, ema_decay)
         self.sample_from_ema = True  # gan-eval use_ema=false scores the raw G of a run that kept an EMA
         self.constrain_g, self.constrain_d = has_max_norm(generator), has_max_norm(discriminator)
         self.batches_seen = 0  # training batches over the whole run; drives k, seeding and schedules
