@@ -13,6 +13,7 @@ the first batch (on later batches they fall in the gap before).
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter, defaultdict
 
 import pytest
@@ -159,3 +160,54 @@ def test_the_recorders_see_reads_nested_in_other_calls_and_in_autograd_hooks():
     finally:
         recorder.close()
     assert recorder.windows["nested"] == {"__format__": 1, "aten._local_scalar_dense": 1}
+
+
+class CudaSyncsPerBatch(Callback):
+    """On a GPU, PyTorch's own sync detector (`torch.cuda.set_sync_debug_mode`) warns at every synchronizing
+    call; the warnings are counted per window and calling line, as HostReadsPerBatch counts reads."""
+
+    def __init__(self) -> None:
+        self.windows: dict[str, Counter] = defaultdict(Counter)
+        self._window, self._catcher, self._caught = None, None, None
+
+    def open_window(self, window: str) -> None:
+        self.close()
+        self._window, self._catcher = window, warnings.catch_warnings(record=True)
+        self._caught = self._catcher.__enter__()
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def close(self) -> None:
+        if self._catcher is None:
+            return
+        torch.cuda.set_sync_debug_mode("default")
+        self.windows[self._window].update(f"{w.filename}:{w.lineno}" for w in self._caught if "synchroniz" in str(w.message))
+        self._catcher.__exit__(None, None, None)
+        self._catcher = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self.open_window(str(batch_idx))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.open_window(f"after {batch_idx}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("experiment", "ema_decay"), [("mnist_paper", 0.9999), ("mnist_pytorch_gan", 0.999)])
+def test_on_a_gpu_cuda_sees_no_synchronizing_call_in_a_training_step(experiment, ema_decay, mnist_root, tmp_path):
+    cfg = compose_train([f"experiment={experiment}", *tiny_data_overrides(mnist_root), f"paths.output_dir={tmp_path}",
+                         "trainer=gpu", "trainer.max_epochs=1", "trainer.log_every_n_steps=4",
+                         f"model.ema_decay={ema_decay}", "callbacks.divergence_guard.check_every_n_steps=3"])  # fmt: skip
+    detector = CudaSyncsPerBatch()
+    callbacks = [CloseAtEpochEnd(detector), *instantiate_callbacks(cfg.callbacks), detector]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger),
+                          limit_train_batches=9, limit_val_batches=0)  # fmt: skip
+    try:
+        trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
+    finally:
+        detector.close()
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = {window: dict(calls) for window, calls in detector.windows.items() if calls}
+    # the positive controls: the divergence check (batches 2, 5, 8) and Lightning's logging (after 3 and 7)
+    assert {"2", "5", "8", "after 3", "after 7"} <= set(syncs), syncs
+    assert set(syncs) - {"2", "5", "8", "after 3", "after 7"} == set(), f"synchronizing calls in training batches: {syncs}"
