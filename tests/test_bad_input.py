@@ -35,6 +35,8 @@ CONFIG_CASES = [
     (["experiment=mnist_pytorch_gan", "data.scaling=unit"], ["tanh output lies in [-1, 1] but data.scaling=unit"]),
     (["experiment=mnist_paper", "data.scaling=symmetric"], ["sigmoid output lies in [0, 1] but data.scaling=symmetric",
                                                             "add data.scaling=unit"]),
+    (["model.cuda_graph=true", "trainer.precision=bf16-mixed"],
+     ["model.cuda_graph=true runs fp32 eager kernels only, not with trainer.precision=bf16-mixed", "Fix:"]),
     (["callbacks.parzen.sigmas=[]"], ["callbacks.parzen.sigmas=[] is invalid", "numbers > 0"]),
     (["callbacks.parzen.test_select_points=0"], ["callbacks.parzen.test_select_points=0 is invalid", "null (the whole validation split) or an integer >= 1"]),
 ]
@@ -58,6 +60,13 @@ def test_bad_config_fails_in_one_line(overrides, fragments, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: ")
         assert (run_dir / "FAILED").read_text().startswith("ConfigError")
         assert not (run_dir / "checkpoints").exists()
+
+
+def test_cuda_graph_without_a_gpu_fails_in_one_line(tiny_mnist_root, tmp_path):
+    result = run_cli("gan-train", "debug=fast", "model.cuda_graph=true", *tiny_data_overrides(tiny_mnist_root),
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    _assert_clean_failure(result, ["model.cuda_graph=true needs one CUDA GPU, but this run is on cpu", "Fix: add trainer=gpu"])
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_missing_data_offline_names_the_folder_and_the_fix(tmp_path):

@@ -66,6 +66,8 @@ RULES: dict[str, tuple[Check, str, str]] = {
     **{f"model.{net}_scheduler.anneal_epochs": (_int_at_least(1), "an integer >= 1", "100") for net in "gd"},
     "model.ema_decay": (_optional(lambda v: _positive_number(v) and v < 1), "null or a number in (0, 1)", "0.999"),
     "use_ema": (lambda v: isinstance(v, bool), "true or false", "true"),
+    "model.compile": (lambda v: isinstance(v, bool), "true or false", "false"),
+    "model.cuda_graph": (lambda v: isinstance(v, bool), "true or false", "false"),
     "data.batch_size": (_int_at_least(1), "an integer >= 1", "100"),
     "data.eval_batch_size": (_int_at_least(1), "an integer >= 1", "1000"),
     "data.scaling": (_one_of(SCALINGS), "one of " + ", ".join(SCALINGS), "unit"),
@@ -110,6 +112,7 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={shown!r} is invalid: must be {allowed} (e.g. {key}={example})")
     _check_shapes(cfg)
     _check_output_range(cfg)
+    _check_cuda_graph(cfg)
 
 
 def _check_shapes(cfg: DictConfig) -> None:
@@ -142,3 +145,16 @@ def _check_output_range(cfg: DictConfig) -> None:
             f"the generator's {activation} output lies in {bounds} but data.scaling={scaling} does not; networks and "
             f"data must agree (add data.scaling={wanted}, or use a generator whose output fits {scaling} data)"
         )
+
+
+def _check_cuda_graph(cfg: DictConfig) -> None:
+    """What a captured step cannot do yet; the GPU and the optimizers are checked when the run starts."""
+    if _value(cfg, "model.cuda_graph") is not True:
+        return
+    clashes = ["model.compile=true"] if _value(cfg, "model.compile") is True else []
+    precision = _value(cfg, "trainer.precision")
+    if precision is not MISSING and str(precision) not in ("32-true", "32"):
+        clashes.append(f"trainer.precision={precision}")
+    if clashes:
+        raise ConfigError(f"model.cuda_graph=true runs fp32 eager kernels only, not with {', '.join(clashes)}. "
+                          "Fix: drop those overrides, or model.cuda_graph=false")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -9,7 +10,9 @@ from lightning import LightningModule
 from torch import nn
 from torch.optim import Optimizer
 
+from gan.cuda_graph import GraphedUpdate
 from gan.ema import GeneratorEMA
+from gan.errors import ConfigError
 from gan.losses import discriminator_loss, generator_loss
 from gan.networks.layers import apply_max_norm, has_max_norm
 from gan.utils.nvml import drop_futile_nvml_check
@@ -43,6 +46,7 @@ class GAN(LightningModule):
         seed: int = 0,
         ema_decay: float | None = None,
         compile: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -50,7 +54,8 @@ class GAN(LightningModule):
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.g_scheduler, self.d_scheduler = g_scheduler, d_scheduler
         self.update_scheme, self.k, self.g_loss, self.seed = update_scheme, k, g_loss, seed
-        self.compile_networks = compile
+        self.compile_networks, self.use_cuda_graph = compile, cuda_graph
+        self.graphed_update: GraphedUpdate | None = None  # set at fit start when model.cuda_graph
         self.generator_ema = None
         if ema_decay:
             self.generator_ema = GeneratorEMA(generator, ema_decay)
@@ -64,12 +69,8 @@ class GAN(LightningModule):
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
         self._seed_step()
         generator_turn = (self.batches_seen + 1) % self.k == 0
-        if self.update_scheme == "simultaneous" and generator_turn:
-            losses, d_logits = self._simultaneous_step(real)
-        else:
-            losses, d_logits = self._discriminator_step(real)
-            if generator_turn:
-                losses["g_loss"] = self._generator_step(real.shape[0])
+        losses, d_logits = (self.graphed_update or self._update)(real, generator_turn)
+        self._advance_schedules(generator_turn)
         # Only on the batches Lightning writes to the loggers: self.log costs ~1 ms a call on the hot path, and
         # D's mean outputs are tensor ops that no other batch needs.
         every = self.trainer.log_every_n_steps  # 0: logging off
@@ -78,6 +79,15 @@ class GAN(LightningModule):
             self.log_dict({**{f"train/{name}": value for name, value in stats.items()}, **self._optimizer_settings()})
         self.batches_seen += 1
         return losses
+
+    def _update(self, real: torch.Tensor, generator_turn: bool) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+        """The device work of one batch: D steps, and G too on its turn (model.cuda_graph captures this)."""
+        if self.update_scheme == "simultaneous" and generator_turn:
+            return self._simultaneous_step(real)
+        losses, d_logits = self._discriminator_step(real)
+        if generator_turn:
+            losses["g_loss"] = self._generator_step(real.shape[0])
+        return losses, d_logits
 
     def _discriminator_step(self, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
         opt_d = self.optimizers()[1]
@@ -129,8 +139,6 @@ class GAN(LightningModule):
 
     def _step(self, net: str, optimizer) -> None:
         optimizer.step()
-        if (scheduler := self.net_schedulers[net]) is not None:
-            scheduler.step()
         if net == "d" and self.constrain_d:
             apply_max_norm(self.discriminator)
         if net == "g":
@@ -138,7 +146,21 @@ class GAN(LightningModule):
                 apply_max_norm(self.generator)
             if self.generator_ema is not None:
                 self.generator_ema.update_parameters(self.generator)
-        self.steps[net] += 1
+
+    def _advance_schedules(self, generator_turn: bool) -> None:
+        """Host-side bookkeeping of the nets that stepped: D on every batch, G on its turn."""
+        for net in ("d", "g") if generator_turn else ("d",):
+            if (scheduler := self.net_schedulers[net]) is not None:
+                scheduler.step()
+            self.steps[net] += 1
+
+    def _count_replayed_step(self, generator_turn: bool) -> None:
+        # A replayed graph steps the optimizers without Lightning seeing it; these are the calls with which
+        # LightningOptimizer.step keeps Lightning's optimizer-step count (trainer.global_step) in manual mode.
+        opt_g, opt_d = self.optimizers()
+        for optimizer in (opt_d, opt_g) if generator_turn else (opt_d,):
+            optimizer._on_before_step()
+            optimizer._on_after_step()
 
     def _optimizer_settings(self) -> dict[str, float]:
         """train/lr_{g,d} and train/momentum_{g,d} (Adam: beta1) as they are now: Python floats, no host sync."""
@@ -184,6 +206,9 @@ class GAN(LightningModule):
     # --- set-up --------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         drop_futile_nvml_check()
+        if stage == "fit" and self.use_cuda_graph:
+            self._check_cuda_graph_fits()
+            self.graphed_update = GraphedUpdate(self._update, lambda: self.trainer.optimizers, self._count_replayed_step)
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and datamodule is not None and hasattr(self.generator, "init_output_bias"):
             self.generator.init_output_bias(datamodule.pixel_mean())
@@ -195,9 +220,26 @@ class GAN(LightningModule):
             self.generator.compile()
             self.discriminator.compile()
 
+    def _check_cuda_graph_fits(self) -> None:
+        device, world = self.trainer.strategy.root_device, self.trainer.world_size
+        if device.type != "cuda" or world != 1:
+            raise ConfigError(f"model.cuda_graph=true needs one CUDA GPU, but this run is on {device.type} with "
+                              f"{world} process(es). Fix: add trainer=gpu trainer.devices=1, or model.cuda_graph=false")
+        for name, optimizer in (("g_optimizer", self.g_optimizer), ("d_optimizer", self.d_optimizer)):
+            if "fused" not in inspect.signature(getattr(optimizer, "func", optimizer)).parameters:
+                raise ConfigError(f"model.cuda_graph=true needs optimizers with a fused CUDA step (SGD, Adam, AdamW); "
+                                  f"model.{name} has none. Fix: pick one of those, or model.cuda_graph=false")
+
+    def _optimizer_options(self, optimizer) -> dict[str, bool]:
+        """Graph capture needs the fused optimizers (they read the learning rate from a device tensor)."""
+        if not self.use_cuda_graph:
+            return {}
+        accepted = inspect.signature(getattr(optimizer, "func", optimizer)).parameters
+        return {"fused": True, **({"capturable": True} if "capturable" in accepted else {})}
+
     def configure_optimizers(self):
-        opt_g = self.g_optimizer(params=self.generator.parameters())
-        opt_d = self.d_optimizer(params=self.discriminator.parameters())
+        opt_g = self.g_optimizer(params=self.generator.parameters(), **self._optimizer_options(self.g_optimizer))
+        opt_d = self.d_optimizer(params=self.discriminator.parameters(), **self._optimizer_options(self.d_optimizer))
         self.net_schedulers = {
             "g": self.g_scheduler(optimizer=opt_g) if self.g_scheduler is not None else None,
             "d": self.d_scheduler(optimizer=opt_d) if self.d_scheduler is not None else None,
@@ -214,6 +256,13 @@ class GAN(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["gan_counters"] = {"batches_seen": self.batches_seen, **self.steps}
+        # model.cuda_graph keeps learning rates in device tensors; checkpoints hold plain numbers either way
+        for state in checkpoint.get("optimizer_states", []):
+            for group in state.get("param_groups", []):
+                group.update({key: value.item() for key, value in group.items() if isinstance(value, torch.Tensor)})
+        for state in checkpoint.get("lr_schedulers", []):
+            if "_last_lr" in state:
+                state["_last_lr"] = [lr.item() if isinstance(lr, torch.Tensor) else lr for lr in state["_last_lr"]]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         counters = checkpoint.get("gan_counters", {})
