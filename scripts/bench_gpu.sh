@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's GPU rows of "Performance" in one go, on one CUDA GPU (about 7 minutes on an H200):
+# The README's GPU rows of "Performance" in one go, on one CUDA GPU (about 8 minutes on an H200):
 #
 #   GAN_DATA_ROOT=../shared/data bash scripts/bench_gpu.sh [OUT_DIR]
 #
@@ -7,13 +7,13 @@
 # goes to OUT_DIR/bench_gpu.log (default outputs/bench_gpu), the JSON summaries to OUT_DIR/summary.jsonl.
 # PYTHON picks the interpreter (default python); SMOKE=1 runs every step tiny on the CPU, to check the script
 # itself before a GPU is rented. The steps, most important first:
-#   1. framework (fp32) vs a bare eager fp32 loop, mnist_paper      (the GPU target: >= 1.0x)
-#   2. an mnist_paper run of 25 epochs with EMA, timed, then the full Parzen protocol on its raw G
-#      (comparable with the CPU's 25-epoch row) and on its EMA
-#   3. one epoch split into training and each callback's epoch-end work (the Parzen share)
-#   4. framework vs bare, mnist_pytorch_gan (both fp32)
-#   5. framework with bf16-mixed vs the bare eager fp32 loop, mnist_paper
-#   6. framework with torch.compile vs the bare eager fp32 loop, mnist_paper
+#   1. framework vs a bare eager fp32 loop, mnist_paper: with model.cuda_graph=true, then eager fp32
+#      (the GPU target: >= 1.0x)
+#   2. the same for mnist_pytorch_gan
+#   3. an epoch split into training and each callback's epoch-end work (the Parzen share), both modes
+#   4. mnist_paper for 25 epochs with EMA in both modes, timed, then the full Parzen protocol on each run's
+#      raw G and EMA (the two modes train the same model)
+#   5. the framework with bf16-mixed, and with torch.compile, vs the bare eager fp32 loop, mnist_paper
 set -u
 out=${1:-outputs/bench_gpu}
 data=${GAN_DATA_ROOT:-../shared/data}
@@ -44,26 +44,35 @@ step() {  # step NAME SECONDS COMMAND...: runs COMMAND under a time limit, logs 
 $py -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)" | tee -a "$log"
 
 bench=(scripts/bench_train.py --device "$device" --data-root "$data" --repeats "$repeats")
+graph=(); [ "$device" = cuda ] && graph=(model.cuda_graph=true)  # CUDA graphs need a GPU: SMOKE runs eager
+step paper_graph 100 $py "${bench[@]}" --experiment mnist_paper --steps "$steps" --bare-eager "${graph[@]}"
 step paper_fp32 100 $py "${bench[@]}" --experiment mnist_paper --steps "$steps" --bare-eager
+step pytorch_gan_graph 100 $py "${bench[@]}" --experiment mnist_pytorch_gan --steps "$long_steps" "${graph[@]}"
+step pytorch_gan_fp32 100 $py "${bench[@]}" --experiment mnist_pytorch_gan --steps "$long_steps"
+for mode in graph eager; do
+    extra=(); [ $mode = graph ] && extra=("${graph[@]}")
+    step epoch_paper_$mode 90 $py scripts/bench_epoch.py --device "$device" --data-root "$data" --experiment mnist_paper \
+        --epochs "$epoch_epochs" "${tiny[@]}" "${extra[@]}"
+done
 
-run=$out/mnist_paper_${epochs}_epochs
-rm -rf "$run"  # gan-train refuses a folder that holds an earlier run's checkpoints
-step train_paper 180 $py -m gan.train experiment=mnist_paper trainer="$trainer" trainer.max_epochs="$epochs" \
-    model.ema_decay=0.9999 data.root="$data" hydra.run.dir="$run" callbacks.rich_progress_bar.refresh_rate=0 test=false "${tiny[@]}"
-$py - "$run" <<'EOF' | tee -a "$log"
+for mode in graph eager; do
+    extra=(); [ $mode = graph ] && extra=("${graph[@]}")
+    run=$out/mnist_paper_${epochs}_epochs_$mode
+    rm -rf "$run"  # gan-train refuses a folder that holds an earlier run's checkpoints
+    step train_paper_$mode 180 $py -m gan.train experiment=mnist_paper trainer="$trainer" trainer.max_epochs="$epochs" \
+        model.ema_decay=0.9999 data.root="$data" hydra.run.dir="$run" callbacks.rich_progress_bar.refresh_rate=0 \
+        test=false "${tiny[@]}" "${extra[@]}"
+    $py - "$run" $mode <<'EOF' | tee -a "$log" | tee -a "$summary"
 import sys, torch
 ckpt = torch.load(f"{sys.argv[1]}/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
 seconds, epochs = float(ckpt["callbacks"]["Timer"]["time_elapsed"]["train"]), ckpt["epoch"] + 1
-print(f'{{"step": "train_paper", "train_seconds": {seconds:.1f}, "epochs": {epochs}, "seconds_per_epoch": {seconds / epochs:.3f}}}')
+print(f'{{"step": "train_paper_{sys.argv[2]}", "train_seconds": {seconds:.1f}, "epochs": {epochs}, "seconds_per_epoch": {seconds / epochs:.3f}}}')
 EOF
-tail -n 1 "$log" | grep '^{' >>"$summary"
-evaluate=($py -m gan.eval ckpt_path="$run/checkpoints/last.ckpt" data.root="$data" trainer="$trainer" hydra.run.dir="$run/eval")
-step eval_raw_g 90 "${evaluate[@]}" use_ema=false
-step eval_ema 90 "${evaluate[@]}"
+    evaluate=($py -m gan.eval ckpt_path="$run/checkpoints/last.ckpt" data.root="$data" trainer="$trainer" hydra.run.dir="$run/eval")
+    step eval_raw_g_$mode 90 "${evaluate[@]}" use_ema=false
+    step eval_ema_$mode 90 "${evaluate[@]}"
+done
 
-step epoch_paper 90 $py scripts/bench_epoch.py --device "$device" --data-root "$data" --experiment mnist_paper \
-    --epochs "$epoch_epochs" "${tiny[@]}"
-step pytorch_gan_fp32 100 $py "${bench[@]}" --experiment mnist_pytorch_gan --steps "$long_steps"
 step paper_bf16 100 $py "${bench[@]}" --experiment mnist_paper --steps "$steps" --precision bf16-mixed --bare-eager
 [ "${SMOKE:-0}" = 1 ] || step paper_compile 150 $py "${bench[@]}" --experiment mnist_paper --steps "$steps" --repeats 1 --compile --bare-eager
 echo "=== done" | tee -a "$log"

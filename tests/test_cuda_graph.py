@@ -1,7 +1,9 @@
-"""model.cuda_graph: the captured GAN step trains exactly as the eager one (GPU only; skipped elsewhere).
+"""model.cuda_graph: the captured GAN step trains exactly as the eager one.
 
-The eager reference uses the same fused optimizers the graph needs, so the two runs differ only in how the
-kernels are launched: same noise and dropout (reseeded every step), same schedule, same step counts.
+On a GPU the eager reference uses the same fused optimizers the graph needs, so the two runs differ only in
+how the kernels are launched: same noise and dropout (reseeded every step), same schedule, same step counts.
+Without a GPU only the host-side parts run: how learning rates reach a graph, what makes it capture again, and
+what a checkpoint keeps.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import torch
 from hydra.utils import instantiate
 from lightning import seed_everything
 
-from tests.helpers import compose_train, tiny_data_overrides, write_tiny_mnist
+from gan.cuda_graph import GraphedUpdate
+from gan.schedules import PaperSchedule
+from tests.helpers import compose_train, small_gan, tiny_data_overrides, write_tiny_mnist
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 FUSED = ["+model.g_optimizer.fused=true", "+model.d_optimizer.fused=true"]
 
@@ -34,6 +38,7 @@ def _fit(overrides: list[str], root, tmp_path, epochs: int, batches: int):
     return trainer, model
 
 
+@needs_gpu
 @pytest.mark.parametrize("overrides", [["experiment=mnist_paper", "model.ema_decay=0.99"],
                                        ["experiment=mnist_pytorch_gan", "model.k=2", "model.ema_decay=0.99"]],
                          ids=["paper-simultaneous-sgd", "pytorch_gan-alternating-k2-adam"])
@@ -49,6 +54,7 @@ def test_graphed_training_matches_eager_training(overrides, mnist_root, tmp_path
         torch.testing.assert_close(graphed.state_dict()[name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
+@needs_gpu
 def test_the_paper_momentum_schedule_captures_once_an_epoch_and_checkpoints_hold_numbers(mnist_root, tmp_path):
     trainer, model = _fit(["experiment=mnist_paper", "model.cuda_graph=true"], mnist_root, tmp_path, epochs=3, batches=6)
     assert model.graphed_update.captures == 3  # momentum rises every epoch: a new graph each epoch
@@ -57,3 +63,33 @@ def test_the_paper_momentum_schedule_captures_once_an_epoch_and_checkpoints_hold
     checkpoint = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)
     lrs = [group["lr"] for state in checkpoint["optimizer_states"] for group in state["param_groups"]]
     assert all(isinstance(lr, float) for lr in lrs), lrs
+
+
+def test_schedulers_reach_the_graph_through_learning_rate_tensors_and_momentum_changes_recapture():
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.5)
+    schedule = PaperSchedule(optimizer, decay_factor=2.0, momentum_start=0.5, momentum_end=0.7, saturate_epoch=3)
+    graphed = GraphedUpdate(update=None, optimizers=lambda: [optimizer], count_step=None)
+    graphed._refresh_learning_rates(torch.device("cpu"))
+    lr, key = optimizer.param_groups[0]["lr"], graphed._baked_hyperparameters()
+    assert isinstance(lr, torch.Tensor) and float(lr) == pytest.approx(0.1)
+
+    weight.grad = torch.ones(3)
+    optimizer.step()
+    schedule.step()  # torch's schedulers fill a tensor learning rate in place
+    assert optimizer.param_groups[0]["lr"] is lr and float(lr) == pytest.approx(0.05)
+    assert graphed._baked_hyperparameters() == key  # a new learning rate needs no new graph
+
+    schedule.set_epoch(1)  # writes a float learning rate and a higher momentum
+    graphed._refresh_learning_rates(torch.device("cpu"))
+    assert optimizer.param_groups[0]["lr"] is lr and float(lr) == pytest.approx(0.05)
+    assert graphed._baked_hyperparameters() != key
+
+
+def test_checkpoints_keep_plain_learning_rates_whatever_the_optimizers_hold():
+    model = small_gan()
+    checkpoint = {"optimizer_states": [{"param_groups": [{"lr": torch.tensor(0.25), "momentum": 0.5, "params": [0]}]}],
+                  "lr_schedulers": [{"_last_lr": [torch.tensor(0.25)], "last_epoch": 3}]}  # fmt: skip
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["optimizer_states"][0]["param_groups"][0] == {"lr": 0.25, "momentum": 0.5, "params": [0]}
+    assert checkpoint["lr_schedulers"][0]["_last_lr"] == [0.25]

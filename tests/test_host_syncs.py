@@ -213,6 +213,11 @@ def test_on_a_gpu_cuda_sees_no_synchronizing_call_in_a_training_step(overrides, 
         detector.close()
         torch.cuda.set_sync_debug_mode("default")
     syncs = {window: dict(calls) for window, calls in detector.windows.items() if calls}
-    # the positive controls: the divergence check (batches 2, 5, 8) and Lightning's logging (after 3 and 7)
+    # The positive controls: the divergence check (batches 2, 5, 8) and Lightning's logging after 3 and 7.
     assert {"2", "5", "8", "after 3", "after 7"} <= set(syncs), syncs
-    assert set(syncs) - {"2", "5", "8", "after 3", "after 7"} == set(), f"synchronizing calls in training batches: {syncs}"
+    # Also allowed: the logging batches themselves (self.log turns Python floats into device tensors, and with
+    # model.cuda_graph the learning rates are read back to be logged; batch 3 is also the one captured) and the
+    # first batch of a run (torch 2.11 synchronises once inside torch.cuda there). Every other batch and gap,
+    # the graph replays included, must not synchronise.
+    unexpected = set(syncs) - {"0", "2", "3", "5", "7", "8", "after 3", "after 7"}
+    assert not unexpected, f"synchronizing calls in training batches: { {w: syncs[w] for w in unexpected} }"

@@ -55,7 +55,7 @@ class GAN(LightningModule):
         self.g_scheduler, self.d_scheduler = g_scheduler, d_scheduler
         self.update_scheme, self.k, self.g_loss, self.seed = update_scheme, k, g_loss, seed
         self.compile_networks, self.use_cuda_graph = compile, cuda_graph
-        self.graphed_update: GraphedUpdate | None = None  # set at fit start when model.cuda_graph
+        self.graphed_update: GraphedUpdate | None = None  # set up for fitting when model.cuda_graph
         self.generator_ema = None
         if ema_decay:
             self.generator_ema = GeneratorEMA(generator, ema_decay)
@@ -163,7 +163,8 @@ class GAN(LightningModule):
             optimizer._on_after_step()
 
     def _optimizer_settings(self) -> dict[str, float]:
-        """train/lr_{g,d} and train/momentum_{g,d} (Adam: beta1) as they are now: Python floats, no host sync."""
+        """train/lr_{g,d} and train/momentum_{g,d} (Adam: beta1) as they are now: Python floats, no host sync
+        (with model.cuda_graph the learning rates live on the GPU and are read back here, on logged batches)."""
         settings = {}
         for net, optimizer in zip("gd", self.optimizers()):
             group = optimizer.param_groups[0]
