@@ -117,16 +117,13 @@ def mnist_root(tmp_path_factory):
     return write_tiny_mnist(tmp_path_factory.mktemp("mnist"), n_train=1400)  # 1,200 training images
 
 
-# The PyTorch-GAN run keeps an EMA of G (whose update is in the step; torch's AveragedModel read its counter
-# back twice per update) and covers the alternating scheme, Adam and BatchNorm's buffers.
-@pytest.mark.parametrize(("experiment", "ema_decay"), [("mnist_paper", "null"), ("mnist_pytorch_gan", 0.999)])
-def test_a_training_step_reads_nothing_back_from_the_device(experiment, ema_decay, mnist_root, tmp_path):
-    # Logging every 4 batches and the divergence check every 3 are the positive controls: the recorders must
-    # see them, where the defaults (50 and 50) would put them outside these 9 batches.
-    cfg = compose_train([f"experiment={experiment}", *tiny_data_overrides(mnist_root), f"paths.output_dir={tmp_path}",
-                         "trainer.max_epochs=1", "trainer.log_every_n_steps=4", f"model.ema_decay={ema_decay}",
+def _fit_nine_batches(overrides: list[str], mnist_root, tmp_path, recorder) -> None:
+    """Nine training batches through the real configs, callbacks and logger, `recorder` watching every window.
+    Logging every 4 batches and the divergence check every 3 are the positive controls: the recorders must
+    see them, where the defaults (50 and 50) would put them outside these 9 batches."""
+    cfg = compose_train([*overrides, *tiny_data_overrides(mnist_root), f"paths.output_dir={tmp_path}",
+                         "trainer.max_epochs=1", "trainer.log_every_n_steps=4",
                          "callbacks.divergence_guard.check_every_n_steps=3"])  # fmt: skip
-    recorder = HostReadsPerBatch()
     callbacks = [CloseAtEpochEnd(recorder), *instantiate_callbacks(cfg.callbacks), recorder]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger),
                           limit_train_batches=9, limit_val_batches=0)  # fmt: skip
@@ -134,6 +131,14 @@ def test_a_training_step_reads_nothing_back_from_the_device(experiment, ema_deca
         trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
     finally:
         recorder.close()  # a failed run must not leave the recorders on for the rest of the session
+
+
+# The PyTorch-GAN run keeps an EMA of G (whose update is in the step; torch's AveragedModel read its counter
+# back twice per update) and covers the alternating scheme, Adam and BatchNorm's buffers.
+@pytest.mark.parametrize(("experiment", "ema_decay"), [("mnist_paper", "null"), ("mnist_pytorch_gan", 0.999)])
+def test_a_training_step_reads_nothing_back_from_the_device(experiment, ema_decay, mnist_root, tmp_path):
+    recorder = HostReadsPerBatch()
+    _fit_nine_batches([f"experiment={experiment}", f"model.ema_decay={ema_decay}"], mnist_root, tmp_path, recorder)
 
     reads = {window: dict(calls) for window, calls in recorder.windows.items() if calls}
     # the divergence guard's one read per check (the 3rd, 6th and 9th batches); Lightning's logging after the
@@ -200,18 +205,8 @@ class CudaSyncsPerBatch(Callback):
 def test_on_a_gpu_cuda_sees_no_synchronizing_call_in_a_training_step(overrides, mnist_root, tmp_path):
     # With model.cuda_graph, batches 0-2 warm up eagerly and batch 3 is captured (a sync, once per graph; here
     # also a logging batch); 4-8 are replays.
-    cfg = compose_train([*overrides, *tiny_data_overrides(mnist_root), f"paths.output_dir={tmp_path}", "trainer=gpu",
-                         "trainer.max_epochs=1", "trainer.log_every_n_steps=4",
-                         "callbacks.divergence_guard.check_every_n_steps=3"])  # fmt: skip
     detector = CudaSyncsPerBatch()
-    callbacks = [CloseAtEpochEnd(detector), *instantiate_callbacks(cfg.callbacks), detector]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger),
-                          limit_train_batches=9, limit_val_batches=0)  # fmt: skip
-    try:
-        trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
-    finally:
-        detector.close()
-        torch.cuda.set_sync_debug_mode("default")
+    _fit_nine_batches([*overrides, "trainer=gpu"], mnist_root, tmp_path, detector)
     syncs = {window: dict(calls) for window, calls in detector.windows.items() if calls}
     # The positive controls: the divergence check (batches 2, 5, 8) and Lightning's logging after 3 and 7.
     assert {"2", "5", "8", "after 3", "after 7"} <= set(syncs), syncs
