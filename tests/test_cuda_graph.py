@@ -2,16 +2,18 @@
 
 On a GPU the eager reference uses the same fused optimizers the graph needs, so the two runs differ only in
 how the kernels are launched: same noise and dropout (reseeded every step), same schedule, same step counts.
-Without a GPU only the host-side parts run: how learning rates reach a graph, what makes it capture again, and
-what a checkpoint keeps.
+Without a GPU only the host-side parts run: how learning rates reach a graph, what makes it capture again,
+what a checkpoint keeps and what a resumed run's optimizers are. The GPU tests passed on an H200 (PyTorch 2.11).
 """
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from hydra.utils import instantiate
-from lightning import seed_everything
+from lightning import Callback, seed_everything
 
 from gan.cuda_graph import GraphedUpdate
 from gan.schedules import PaperSchedule
@@ -93,3 +95,39 @@ def test_checkpoints_keep_plain_learning_rates_whatever_the_optimizers_hold():
     model.on_save_checkpoint(checkpoint)
     assert checkpoint["optimizer_states"][0]["param_groups"][0] == {"lr": 0.25, "momentum": 0.5, "params": [0]}
     assert checkpoint["lr_schedulers"][0]["_last_lr"] == [0.25]
+
+
+def test_a_resumed_run_keeps_the_optimizer_implementation_it_asks_for(tmp_path):
+    """Loading optimizer state replaces the param groups with the saved ones, flags included; switching
+    model.cuda_graph on resume must still give fused optimizers (and eager ones when switched off)."""
+    from tests.helpers import RandomImages, cpu_trainer
+
+    class RecordFlags(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            self.flags = [(group["foreach"], group["fused"]) for opt in trainer.optimizers for group in opt.param_groups]
+
+    first = small_gan()
+    first.g_optimizer = first.d_optimizer = functools.partial(torch.optim.SGD, lr=0.05, foreach=True)
+    cpu_trainer(limit_train_batches=2).fit(first, RandomImages.make(n_train=64, batch_size=8))
+    path = tmp_path / "foreach.ckpt"
+    first.trainer.save_checkpoint(path)
+
+    resumed, recorder = small_gan(), RecordFlags()  # the default implementation (foreach=None)
+    cpu_trainer(limit_train_batches=3, max_epochs=2, callbacks=[recorder]).fit(
+        resumed, RandomImages.make(n_train=64, batch_size=8), ckpt_path=path)
+    assert recorder.flags == [(None, None), (None, None)]
+
+    graphed = small_gan(cuda_graph=True)  # what model.cuda_graph asks of a checkpoint's groups
+    checkpoint = torch.load(path, weights_only=False)
+    graphed.on_load_checkpoint(checkpoint)
+    assert {(g["fused"], g["foreach"]) for s in checkpoint["optimizer_states"] for g in s["param_groups"]} == {(True, None)}
+
+
+def test_graph_capture_refuses_optimizers_without_a_fused_cuda_step():
+    from gan.errors import ConfigError
+    from tests.helpers import RandomImages, cpu_trainer
+
+    model = small_gan(cuda_graph=True)
+    model.g_optimizer = functools.partial(torch.optim.Adagrad, lr=0.01)  # its fused step runs on the CPU only
+    with pytest.raises(ConfigError, match=r"model.g_optimizer has none. Fix: pick one of those"):
+        cpu_trainer(limit_train_batches=1).fit(model, RandomImages.make(n_train=16, batch_size=8))

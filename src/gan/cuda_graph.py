@@ -8,11 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch.optim import Optimizer
 
-Update = Callable[[torch.Tensor, bool], tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]]
+StepOutputs = tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]  # losses, D's logits
+Update = Callable[[torch.Tensor, bool], StepOutputs]
+
+
+class _GraphKey(NamedTuple):
+    """What a graph bakes in: a step with another key needs a graph of its own."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    generator_turn: bool
+    hyperparameters: tuple
 
 
 @dataclass
@@ -32,8 +43,10 @@ class GraphedUpdate:
       hyperparameter but the learning rate (the paper's momentum rises every epoch: one capture an epoch).
       Learning rates live in device tensors, refreshed from the param groups before every step, so a
       scheduler's per-step decay reaches the graph. The optimizers must be fused (the module makes them so).
-    - The first `warmup` steps of every new graph run eagerly on a side stream, as CUDA requires before a
-      capture. They are real training steps: no batch is trained twice or skipped.
+    - The first `warmup` (>= 1) steps of every new graph run eagerly on a side stream, as PyTorch's CUDA-graph
+      guide recommends: optimizer state, the EMA's first copy (a host-side branch a graph would bake in) and
+      lazy initialisation happen before the capture. They are real training steps: no batch is trained twice
+      or skipped.
     - Noise and dropout come from the CUDA generator's seed and offset at replay, which the module reseeds
       before every step. Callbacks' backward and optimizer-step hooks run when a graph is captured, not at
       every replay; Lightning's optimizer-step count is kept by `count_step`.
@@ -41,16 +54,18 @@ class GraphedUpdate:
 
     def __init__(self, update: Update, optimizers: Callable[[], list[Optimizer]],
                  count_step: Callable[[bool], None], warmup: int = 3) -> None:  # fmt: skip
+        if warmup < 1:
+            raise ValueError(f"warmup={warmup}: at least one eager step must precede a capture (see the docstring)")
         self.update, self.optimizers, self.count_step, self.warmup = update, optimizers, count_step, warmup
-        self.graphs: dict[tuple, _Captured] = {}
-        self.eager_steps: dict[tuple, int] = {}
+        self.graphs: dict[_GraphKey, _Captured] = {}
+        self.eager_steps: dict[_GraphKey, int] = {}
         self.captures = 0
         self._lr_tensors: dict[tuple[int, int], torch.Tensor] = {}
         self._side_stream: torch.cuda.Stream | None = None
 
-    def __call__(self, real: torch.Tensor, generator_turn: bool):
+    def __call__(self, real: torch.Tensor, generator_turn: bool) -> StepOutputs:
         self._refresh_learning_rates(real.device)
-        key = (tuple(real.shape), real.dtype, generator_turn, self._baked_hyperparameters())
+        key = _GraphKey(tuple(real.shape), real.dtype, generator_turn, self._baked_hyperparameters())
         if key not in self.graphs:
             self._forget_graphs_unlike(key)
             if self.eager_steps.get(key, 0) < self.warmup:
@@ -77,20 +92,22 @@ class GraphedUpdate:
                 group["lr"] = tensor
 
     def _baked_hyperparameters(self) -> tuple:
+        not_baked = ("params", "lr", "initial_lr", "param_names")
+
         def hashable(value):
             return tuple(value) if isinstance(value, list) else value
 
         return tuple(tuple((name, hashable(value)) for name, value in sorted(group.items())
-                           if name not in ("params", "lr", "initial_lr", "param_names") and not isinstance(value, torch.Tensor))
+                           if name not in not_baked and not isinstance(value, torch.Tensor))
                      for optimizer in self.optimizers() for group in optimizer.param_groups)  # fmt: skip
 
-    def _forget_graphs_unlike(self, key: tuple) -> None:
+    def _forget_graphs_unlike(self, key: _GraphKey) -> None:
         """Graphs of other hyperparameters will not be replayed again: free their memory."""
-        for old in [old for old in self.graphs if old[-1] != key[-1]]:
+        for old in [old for old in self.graphs if old.hyperparameters != key.hyperparameters]:
             del self.graphs[old]
-        self.eager_steps = {old: n for old, n in self.eager_steps.items() if old[-1] == key[-1]}
+        self.eager_steps = {old: n for old, n in self.eager_steps.items() if old.hyperparameters == key.hyperparameters}
 
-    def _eager_on_side_stream(self, real: torch.Tensor, generator_turn: bool):
+    def _eager_on_side_stream(self, real: torch.Tensor, generator_turn: bool) -> StepOutputs:
         if self._side_stream is None:
             self._side_stream = torch.cuda.Stream(device=real.device)
         self._side_stream.wait_stream(torch.cuda.current_stream(real.device))

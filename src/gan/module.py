@@ -10,12 +10,14 @@ from lightning import LightningModule
 from torch import nn
 from torch.optim import Optimizer
 
-from gan.cuda_graph import GraphedUpdate
+from gan.cuda_graph import GraphedUpdate, StepOutputs
 from gan.ema import GeneratorEMA
 from gan.errors import ConfigError
 from gan.losses import discriminator_loss, generator_loss
 from gan.networks.layers import apply_max_norm, has_max_norm
 from gan.utils.nvml import drop_futile_nvml_check
+
+FUSED_CUDA_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 
 
 class GAN(LightningModule):
@@ -80,7 +82,7 @@ class GAN(LightningModule):
         self.batches_seen += 1
         return losses
 
-    def _update(self, real: torch.Tensor, generator_turn: bool) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+    def _update(self, real: torch.Tensor, generator_turn: bool) -> StepOutputs:
         """The device work of one batch: D steps, and G too on its turn (model.cuda_graph captures this)."""
         if self.update_scheme == "simultaneous" and generator_turn:
             return self._simultaneous_step(real)
@@ -209,7 +211,9 @@ class GAN(LightningModule):
         drop_futile_nvml_check()
         if stage == "fit" and self.use_cuda_graph:
             self._check_cuda_graph_fits()
-            self.graphed_update = GraphedUpdate(self._update, lambda: self.trainer.optimizers, self._count_replayed_step)
+            self.graphed_update = GraphedUpdate(
+                self._update, optimizers=lambda: self.trainer.optimizers, count_step=self._count_replayed_step
+            )
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and datamodule is not None and hasattr(self.generator, "init_output_bias"):
             self.generator.init_output_bias(datamodule.pixel_mean())
@@ -222,14 +226,14 @@ class GAN(LightningModule):
             self.discriminator.compile()
 
     def _check_cuda_graph_fits(self) -> None:
+        for name, optimizer in (("g_optimizer", self.g_optimizer), ("d_optimizer", self.d_optimizer)):
+            if getattr(optimizer, "func", optimizer) not in FUSED_CUDA_OPTIMIZERS:
+                raise ConfigError(f"model.cuda_graph=true needs optimizers with a fused CUDA step (SGD, Adam, AdamW); "
+                                  f"model.{name} has none. Fix: pick one of those, or model.cuda_graph=false")
         device, world = self.trainer.strategy.root_device, self.trainer.world_size
         if device.type != "cuda" or world != 1:
             raise ConfigError(f"model.cuda_graph=true needs one CUDA GPU, but this run is on {device.type} with "
                               f"{world} process(es). Fix: add trainer=gpu trainer.devices=1, or model.cuda_graph=false")
-        for name, optimizer in (("g_optimizer", self.g_optimizer), ("d_optimizer", self.d_optimizer)):
-            if "fused" not in inspect.signature(getattr(optimizer, "func", optimizer)).parameters:
-                raise ConfigError(f"model.cuda_graph=true needs optimizers with a fused CUDA step (SGD, Adam, AdamW); "
-                                  f"model.{name} has none. Fix: pick one of those, or model.cuda_graph=false")
 
     def _optimizer_options(self, optimizer) -> dict[str, bool]:
         """Graph capture needs the fused optimizers (they read the learning rate from a device tensor)."""
@@ -237,6 +241,13 @@ class GAN(LightningModule):
             return {}
         accepted = inspect.signature(getattr(optimizer, "func", optimizer)).parameters
         return {"fused": True, **({"capturable": True} if "capturable" in accepted else {})}
+
+    def _implementation_flags(self, optimizer) -> dict:
+        """fused / capturable / foreach as this run builds `optimizer`, defaults included."""
+        accepted = inspect.signature(getattr(optimizer, "func", optimizer)).parameters
+        given = {**getattr(optimizer, "keywords", {}), **self._optimizer_options(optimizer)}
+        flags = [flag for flag in ("fused", "capturable", "foreach") if flag in accepted]
+        return {flag: given.get(flag, accepted[flag].default) for flag in flags}
 
     def configure_optimizers(self):
         opt_g = self.g_optimizer(params=self.generator.parameters(), **self._optimizer_options(self.g_optimizer))
@@ -266,6 +277,12 @@ class GAN(LightningModule):
                 state["_last_lr"] = [lr.item() if isinstance(lr, torch.Tensor) else lr for lr in state["_last_lr"]]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Loading an optimizer's state replaces its param groups with the saved ones, flags included: a run
+        # resumed with model.cuda_graph switched on (or off) must keep the implementation it was built with.
+        # Lightning calls this hook before it loads the optimizers, whose state torch then casts to match.
+        for state, optimizer in zip(checkpoint.get("optimizer_states", []), (self.g_optimizer, self.d_optimizer)):
+            for group in state.get("param_groups", []):
+                group.update(self._implementation_flags(optimizer))
         counters = checkpoint.get("gan_counters", {})
         self.batches_seen = counters.get("batches_seen", 0)
         self.steps = {"g": counters.get("g", 0), "d": counters.get("d", 0)}
