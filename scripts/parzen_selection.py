@@ -14,41 +14,15 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from gan.callbacks.parzen import ParzenLogLikelihood, samples_as_gathered
-from gan.errors import ConfigError, GANError
-from gan.utils.checkpoints import load_checkpoint, model_and_data_from_checkpoint
-
-
-def processes(trainer_config: dict) -> int:
-    """How many processes drew the run's samples (each its own share, with its own seed)."""
-    devices = trainer_config.get("devices", 1)
-    if isinstance(devices, list):
-        devices = len(devices)
-    if not isinstance(devices, int) or devices < 1:
-        raise ConfigError(f"the run used trainer.devices={devices!r}, so its process count is unknown here. "
-                          "Fix: pass --processes N (its number of GPUs x nodes)")  # fmt: skip
-    return devices * trainer_config.get("num_nodes", 1)
+from gan.errors import GANError
+from gan.metrics.checkpoint_parzen import CheckpointParzen
+from gan.utils.checkpoints import load_checkpoint
 
 
 def scores(path: str, sample_counts: list[int], data_root: str | None, world: int | None) -> tuple[int, list[float], str]:
-    model, data, stored = model_and_data_from_checkpoint(path, data_root)
-    settings = (stored.get("callbacks") or {}).get("parzen")
-    if not settings:
-        raise ConfigError(f"{path} comes from a run without the parzen callback, so it logged no val/parzen_ll to repeat")
-    parzen = ParzenLogLikelihood(**{key: value for key, value in settings.items() if key != "_target_"})
-    world = world or processes(stored.get("trainer", {}))
-    drawn: dict[int, torch.Tensor] = {}
-
-    def samples(n: int) -> torch.Tensor:
-        if n not in drawn:
-            drawn[n] = samples_as_gathered(model, n, parzen.seed, parzen.sample_batch_size, world)
-        return drawn[n]
-
-    data.setup()
-    val_lls = [parzen.score(data, samples(n), *parzen.validation_sets(data)).ll for n in sample_counts]
-    full = parzen.score(data, samples(parzen.test_samples), *parzen.test_sets(data))
+    checkpoint = CheckpointParzen(path, data_root, world)
+    val_lls = [checkpoint.validation(n).ll for n in sample_counts]
+    full = checkpoint.test()
     return load_checkpoint(path)["epoch"], val_lls, f"{full.ll:.1f} +- {full.se:.1f}"
 
 

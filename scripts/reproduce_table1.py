@@ -5,7 +5,8 @@ Parzen protocol, and write a markdown table beside the paper's.
         --data-root ../shared/data --out outputs/table1
     python scripts/reproduce_table1.py --datasets tfd --folds 0 1 2 3 4 --seeds 1 --data-root /path/with/TFD
     python scripts/reproduce_table1.py --seeds 1 --epochs 700 --anneal-epochs 100 --ema-decay 0.9999 \
-        --data-root ../shared/data --out outputs/table1_ema     # trains a finished 600-epoch run on, annealing lr
+        --data-root ../shared/data --out outputs/table1_ema -- callbacks.parzen.val_samples=2000
+        # trains a finished 600-epoch run on, annealing lr (the extra setting is the one that run was started with)
 
 Runs go to <out>/<dataset>/seed<k>/ (TFD: <out>/tfd/fold<f>/seed<k>/); re-running the script resumes unfinished
 runs and skips finished ones, trains a finished run longer when --epochs grows, and refuses a folder whose run

@@ -28,6 +28,7 @@ CONFIG_CASES = [
     (["data.scaling=zscore"], ["data.scaling='zscore' is invalid", "unit, symmetric, gcn"]),
     (["trainer.devices=0"], ["trainer.devices=0 is invalid"]),
     (["seed=-1"], ["seed=-1 is invalid", "non-negative"]),
+    (["seed=null"], ["seed=None is invalid", "a non-negative integer"]),
     (["model.generator.out_shape=[1,32,32]"], ["model.generator.out_shape=[1, 32, 32] does not match data.shape=[1, 28, 28]"]),
     (["data.val_size=0"], ["data.val_size=0 is invalid"]),
     (["model/generator=pytorch_gan"], ["the generator's tanh output lies in [-1, 1] but data.scaling=unit does not",
@@ -67,6 +68,19 @@ def test_cuda_graph_without_a_gpu_fails_in_one_line(tiny_mnist_root, tmp_path):
                      f"hydra.run.dir={tmp_path / 'run'}")
     _assert_clean_failure(result, ["model.cuda_graph=true needs one CUDA GPU, but this run is on cpu", "Fix: add trainer=gpu"])
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_validation_split_too_small_for_the_parzen_estimate_fails_before_training(tiny_mnist_root, tmp_path):
+    # debug=fast picks sigma on 100 validation images and scores 100 more; a 150-image split cannot hold both
+    overrides = [o for o in tiny_data_overrides(tiny_mnist_root) if not o.startswith("data.val_size")]
+    result = run_cli("gan-train", "debug=fast", "data.val_size=150", *overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    _assert_clean_failure(result, ["the validation split has 150 images, too few for callbacks.parzen.select_points=100 "
+                                   "plus val_points=100. Fix: callbacks.parzen.select_points=75 callbacks.parzen.val_points=null"])
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused when fitting starts, not after an epoch
+    fixed = run_cli("gan-train", "debug=fast", "data.val_size=150", *overrides, "callbacks.parzen.select_points=75",
+                    "callbacks.parzen.val_points=null", "test=false", f"hydra.run.dir={tmp_path / 'fixed'}")  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert (tmp_path / "fixed" / "checkpoints" / "last.ckpt").exists()
 
 
 def test_missing_data_offline_names_the_folder_and_the_fix(tmp_path):

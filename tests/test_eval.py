@@ -50,3 +50,15 @@ def test_result_is_printed_before_a_save_that_fails(tmp_path, capsys):
     report(results, tmp_path / "last.eval.json")
     assert json.loads((tmp_path / "last.eval.json").read_text()) == results
     assert [p.name for p in tmp_path.iterdir()] == ["last.eval.json"]  # no temporary file left behind
+
+
+def test_single_model_and_data_keys_given_on_the_command_line_win_over_the_checkpoints():
+    overrides = ["ckpt_path=x.ckpt", "data.root=/here", "data.eval_batch_size=50", "data.device_resident=false",
+                 "model.generator.hidden_sizes=[64,64]"]  # fmt: skip
+    eval_cfg = compose_train(overrides, config_name="eval")
+    cfg = config_for_checkpoint(eval_cfg, _stored_run("tfd_paper"), overrides)
+    assert cfg.data.eval_batch_size == 50 and cfg.data.device_resident is False and cfg.data.root == "/here"
+    assert list(cfg.model.generator.hidden_sizes) == [64, 64]
+    assert cfg.data.fold == 0 and cfg.model.generator.max_col_norm == 1.9365  # the rest is the checkpoint's
+    untouched = config_for_checkpoint(eval_cfg, _stored_run("tfd_paper"), ["ckpt_path=x.ckpt"])
+    assert untouched.data.eval_batch_size == 1000 and list(untouched.model.generator.hidden_sizes) == [8000, 8000]

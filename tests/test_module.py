@@ -110,13 +110,20 @@ def test_losses_match_the_value_function():
 
 
 def test_noise_differs_between_ranks_and_repeats_for_a_rank():
+    from unittest.mock import PropertyMock, patch
+
     model = small_gan()
+    model.batches_seen = 5
     draws = {}
     for rank in (0, 1, 0):
-        torch.manual_seed(hash((model.seed, rank, 5)) % 2**63)
+        with patch.object(type(model), "global_rank", new_callable=PropertyMock, return_value=rank):
+            model._seed_step()
         draws.setdefault(rank, []).append(model.noise(4))
     torch.testing.assert_close(draws[0][0], draws[0][1])
     assert not torch.equal(draws[0][0], draws[1][0])
+    model.batches_seen = 6  # and from batch to batch
+    model._seed_step()
+    assert not torch.equal(model.noise(4), draws[0][0])
 
 
 def test_generator_output_bias_starts_at_the_data_mean():

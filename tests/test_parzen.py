@@ -280,3 +280,17 @@ def test_ddp_two_ranks_equal_a_single_process(tmp_path):
     # The uneven case really is uneven, and the test is not vacuous: se > 0 where there are several points.
     assert len(cases[1][1][0::2]) != len(cases[1][1][1::2]) and len(cases[1][2][0::2]) != len(cases[1][2][1::2])
     assert per_rank[0][0]["se"] > 0
+
+
+def test_validation_sets_score_the_rest_of_the_split_when_val_points_is_null():
+    from types import SimpleNamespace
+
+    from gan.callbacks.parzen import ParzenLogLikelihood
+    from gan.errors import ConfigError
+
+    data = SimpleNamespace(images=lambda split: torch.arange(10.0).reshape(10, 1))
+    select, score = ParzenLogLikelihood(select_points=4, val_points=None).validation_sets(data)
+    assert select.flatten().tolist() == [0, 1, 2, 3] and score.flatten().tolist() == [4, 5, 6, 7, 8, 9]
+    assert ParzenLogLikelihood(select_points=4, val_points=3).validation_sets(data)[1].flatten().tolist() == [4, 5, 6]
+    with pytest.raises(ConfigError, match="has 10 images, too few .* Fix: callbacks.parzen.select_points=5"):
+        ParzenLogLikelihood(select_points=4, val_points=7).validation_sets(data)  # 6 would be scored, not 7

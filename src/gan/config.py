@@ -45,7 +45,8 @@ def _optional(check: Check) -> Check:
 
 # key -> (check, what is allowed, an example of a good value)
 RULES: dict[str, tuple[Check, str, str]] = {
-    "seed": (_optional(_int_at_least(0)), "a non-negative integer or null", "1234"),
+    # Every run is seeded: the data order, the per-step noise and the Parzen samples all derive from it.
+    "seed": (_int_at_least(0), "a non-negative integer", "1234"),
     "model.k": (_int_at_least(1), "an integer >= 1", "1"),
     "model.update_scheme": (_one_of(UPDATE_SCHEMES), "one of " + ", ".join(UPDATE_SCHEMES), "simultaneous"),
     "model.g_loss": (_one_of(G_LOSSES), "one of " + ", ".join(G_LOSSES), "non_saturating"),
@@ -81,8 +82,9 @@ RULES: dict[str, tuple[Check, str, str]] = {
                         "an integer >= 1, a list of device ids, or auto", "1"),
     "trainer.num_nodes": (_int_at_least(1), "an integer >= 1", "1"),
     **{f"callbacks.parzen.{name}": (_int_at_least(1), "an integer >= 1", example) for name, example in (
-        ("val_samples", "10000"), ("val_points", "1000"), ("select_points", "1000"), ("test_samples", "10000"),
-        ("sample_batch_size", "1000"))},
+        ("val_samples", "10000"), ("select_points", "1000"), ("test_samples", "10000"), ("sample_batch_size", "1000"))},
+    "callbacks.parzen.val_points": (_optional(_int_at_least(1)),
+                                    "null (the validation images after select_points) or an integer >= 1", "1000"),
     "callbacks.parzen.test_points": (_optional(_int_at_least(1)), "null (the whole test set) or an integer >= 1", "null"),
     "callbacks.parzen.test_select_points": (_optional(_int_at_least(1)),
                                             "null (the whole validation split) or an integer >= 1", "1000"),

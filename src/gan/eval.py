@@ -4,7 +4,8 @@
 
 The model and data configs and the test-time Parzen protocol come from the checkpoint's own run (stored in it
 by gan-train), so no experiment is needed; `experiment=...` (or `model=`/`data=`) on the command line uses that
-config instead, and `callbacks.parzen.<key>=...` overrides one protocol setting.
+config instead; `model.<key>=...`, `data.<key>=...` (e.g. data.eval_batch_size=100) and
+`callbacks.parzen.<key>=...` override one setting of the checkpoint's model, data or protocol.
 Results are printed as one JSON line and saved next to the checkpoint as <name>.eval.json. A run trained
 with model.ema_decay is scored with its EMA generator; `use_ema=false` scores the raw G instead (saved as
 <name>.raw.eval.json).
@@ -34,22 +35,22 @@ EXPLICIT_CHOICES = ("experiment=", "model=", "data=", "model/", "+experiment=")
 PARZEN_PROTOCOL_KEYS = ("test_samples", "test_points", "test_select_points", "sigmas")
 
 
-def _command_line_sets(*prefixes: str) -> bool:
-    """Whether an override on the command line starts with one of `prefixes` (after any ~ or +)."""
+def _command_line() -> list[str]:
     try:
-        overrides = HydraConfig.get().overrides.task
-    except ValueError:
-        return False
-    return any(o.lstrip("~+").startswith(prefixes) for o in overrides)
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # composed outside a Hydra app (tests)
+        return []
 
 
-def config_for_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
+def config_for_checkpoint(cfg: DictConfig, checkpoint: dict, overrides: list[str] | None = None) -> DictConfig:
     """Use the model, data and Parzen protocol of the run that wrote the checkpoint, with this machine's
-    data.root; what the command line sets explicitly wins."""
+    data.root; what the command line (`overrides`, by default gan-eval's own) sets explicitly wins."""
     from gan.callbacks.run_config import StoreRunConfig
 
+    overrides = _command_line() if overrides is None else overrides
+    sets = lambda *prefixes: any(o.lstrip("~+").startswith(prefixes) for o in overrides)  # noqa: E731
     stored = checkpoint.get(StoreRunConfig.KEY)
-    if stored is None or _command_line_sets(*EXPLICIT_CHOICES):
+    if stored is None or sets(*EXPLICIT_CHOICES):
         return cfg
     cfg = cfg.copy()
     with open_dict(cfg):
@@ -61,9 +62,23 @@ def config_for_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
         stored_parzen = (stored.get("callbacks") or {}).get("parzen") or {}
         if "parzen" in (cfg.get("callbacks") or {}):
             for key in PARZEN_PROTOCOL_KEYS:
-                if key in stored_parzen and not _command_line_sets(f"callbacks.parzen.{key}="):
+                if key in stored_parzen and not sets(f"callbacks.parzen.{key}="):
                     cfg.callbacks.parzen[key] = stored_parzen[key]
+    _apply(cfg, [o for o in overrides if o.lstrip("~+").startswith(("model.", "data.")) and not o.startswith("data.root=")])
     return cfg
+
+
+def _apply(cfg: DictConfig, overrides: list[str]) -> None:
+    """Overrides of single model/data keys, applied again on top of the checkpoint's model and data."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if override.is_delete():
+            parent, _, leaf = key.rpartition(".")
+            OmegaConf.select(cfg, parent).pop(leaf, None)
+        else:
+            OmegaConf.update(cfg, key, override.value(), merge=False)
 
 
 def write_json_atomically(path: Path, payload: dict) -> None:

@@ -26,18 +26,23 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     from gan.utils.checkpoints import load_checkpoint
 
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if cfg.get("ckpt_path"):
-        check_same_selection_metric(cfg, load_checkpoint(cfg.ckpt_path), cfg.ckpt_path)
-        return str(cfg.ckpt_path)
-    if last.exists():
-        if cfg.get("auto_resume"):
+    requested = cfg.get("ckpt_path")
+    if last.exists() and cfg.get("train", True):
+        # The folder's own progress wins over the checkpoint a job was started from: a requeued SLURM job repeats
+        # its command line, and training from ckpt_path again would overwrite everything since.
+        if cfg.get("auto_resume") or (requested and Path(requested).resolve() == last.resolve()):
+            if requested and Path(requested).resolve() != last.resolve():
+                log.info("auto_resume: %s holds this run's latest state; ckpt_path=%s is not used", last, requested)
             check_same_selection_metric(cfg, load_checkpoint(last), last)
             log.info("resuming from %s", last)
             return str(last)
         raise ConfigError(
-            f"{last.parent} already holds checkpoints of an earlier run; pass auto_resume=true to continue it, "
-            "ckpt_path=... to resume from a checkpoint, or choose a new hydra.run.dir"
+            f"{last.parent} already holds checkpoints of an earlier run, which training would overwrite; pass "
+            f"auto_resume=true to continue it (or ckpt_path={last}), or choose a new hydra.run.dir"
         )
+    if requested:
+        check_same_selection_metric(cfg, load_checkpoint(requested), requested)
+        return str(requested)
     return None
 
 

@@ -40,7 +40,8 @@ class ParzenLogLikelihood(Callback):
     """Logs `val/parzen_ll` at every validation and `test/parzen_ll`, `test/parzen_se`, `test/parzen_sigma`.
 
     Validation (for model selection): `val_samples` centres; sigma picked on the first `select_points` validation images,
-    the log-likelihood reported on the next `val_points` (never on the test set, so it can pick models).
+    the log-likelihood reported on the next `val_points` (null: all the rest; never on the test set, so it can
+    pick models). A validation split too small for them is refused when fitting starts, not after an epoch.
     Test (the paper's protocol): `test_samples` centres, sigma on the first `test_select_points` validation
     images (MNIST: 1,000; null: the whole validation split, as for TFD), the whole test set (or its first
     `test_points`).
@@ -50,7 +51,7 @@ class ParzenLogLikelihood(Callback):
     def __init__(
         self,
         val_samples: int = 10000,
-        val_points: int = 1000,
+        val_points: int | None = 1000,
         select_points: int = 1000,
         test_samples: int = 10000,
         test_points: int | None = None,
@@ -68,11 +69,14 @@ class ParzenLogLikelihood(Callback):
     def validation_sets(self, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
         """The validation images sigma is picked on, and those the estimate is reported on."""
         val = datamodule.images("val")
-        select, score = val[: self.select_points], val[self.select_points : self.select_points + self.val_points]
-        if len(score) == 0:
+        end = self.select_points + self.val_points if self.val_points else None
+        select, score = val[: self.select_points], val[self.select_points : end]
+        if len(score) == 0 or len(score) < (self.val_points or 0):
+            fitting = max(1, len(val) // 2)
             raise ConfigError(
                 f"the validation split has {len(val)} images, too few for callbacks.parzen.select_points="
-                f"{self.select_points} plus val_points={self.val_points}; lower them or enlarge data.val_size"
+                f"{self.select_points} plus val_points={self.val_points}. Fix: callbacks.parzen.select_points={fitting} "
+                f"callbacks.parzen.val_points=null (the rest), or a larger validation split (MNIST: data.val_size)"
             )
         return select, score
 
@@ -100,6 +104,10 @@ class ParzenLogLikelihood(Callback):
             )
         reduce_sum = lambda t: trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
         return self.score(trainer.datamodule, centres, select, score, trainer.global_rank, trainer.world_size, reduce_sum)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.limit_val_batches != 0:
+            self.validation_sets(trainer.datamodule)  # sizes checked before the first epoch, not after it
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
