@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 
 from gan.errors import GANError
-from gan.metrics.checkpoint_parzen import CheckpointParzen
-from gan.utils.checkpoints import load_checkpoint
 
 
 def scores(path: str, sample_counts: list[int], data_root: str | None, world: int | None) -> tuple[int, list[float], str]:
+    # torch loads here, so that a bad command line is refused at once
+    from gan.metrics.checkpoint_parzen import CheckpointParzen
+    from gan.utils.checkpoints import load_checkpoint
+
     checkpoint = CheckpointParzen(path, data_root, world)
     val_lls = [checkpoint.validation(n).ll for n in sample_counts]
     full = checkpoint.test()

@@ -71,9 +71,10 @@ def test_cuda_graph_without_a_gpu_fails_in_one_line(tiny_mnist_root, tmp_path):
 
 
 def test_validation_split_too_small_for_the_parzen_estimate_fails_before_training(tiny_mnist_root, tmp_path):
-    # debug=fast picks sigma on 100 validation images and scores 100 more; a 150-image split cannot hold both
+    # sigma picked on 100 validation images, the estimate on 100 more: a 150-image split cannot hold both
     overrides = [o for o in tiny_data_overrides(tiny_mnist_root) if not o.startswith("data.val_size")]
-    result = run_cli("gan-train", "debug=fast", "data.val_size=150", *overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli("gan-train", "debug=fast", "data.val_size=150", "callbacks.parzen.val_points=100", *overrides,
+                     f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
     _assert_clean_failure(result, ["the validation split has 150 images, too few for callbacks.parzen.select_points=100 "
                                    "plus val_points=100. Fix: callbacks.parzen.select_points=75 callbacks.parzen.val_points=null"])
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused when fitting starts, not after an epoch

@@ -6,6 +6,7 @@ import csv
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import run_cli, tiny_data_overrides
@@ -26,9 +27,22 @@ def _train(run_dir: Path, root: Path, *extra: str):
     return run_cli("gan-train", *args, env=ENV, cwd=run_dir.parent)
 
 
-def test_sigkill_mid_epoch_then_auto_resume_gives_bit_identical_weights(tiny_mnist_root, tmp_path):
-    reference = tmp_path / "uninterrupted"
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_mnist_root, tmp_path_factory) -> Path:
+    """Final weights of the 2-epoch run that the resumed runs must repeat exactly."""
+    reference = tmp_path_factory.mktemp("resume") / "uninterrupted"
     assert _train(reference, tiny_mnist_root).returncode == 0
+    return reference / "final.pt"
+
+
+def _assert_same_weights(expected_path: Path, actual_path: Path) -> None:
+    expected, actual = torch.load(expected_path), torch.load(actual_path)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+def test_sigkill_mid_epoch_then_auto_resume_gives_bit_identical_weights(tiny_mnist_root, tmp_path, uninterrupted):
     resumed = tmp_path / "killed"
     # 20 batches per epoch; last.ckpt is written after batch 7 and 14; the kill lands mid-epoch at 17.
     killed = _train(resumed, tiny_mnist_root, "+callbacks.kill._target_=tests.fault_injection.KillAtBatch",
@@ -38,10 +52,7 @@ def test_sigkill_mid_epoch_then_auto_resume_gives_bit_identical_weights(tiny_mni
     assert at_kill["gan_counters"]["batches_seen"] == 14
     again = _train(resumed, tiny_mnist_root, "auto_resume=true")
     assert again.returncode == 0, again.stderr[-3000:]
-    expected, actual = torch.load(reference / "final.pt"), torch.load(resumed / "final.pt")
-    assert expected.keys() == actual.keys()
-    for name in expected:
-        assert torch.equal(expected[name], actual[name]), name
+    _assert_same_weights(uninterrupted, resumed / "final.pt")
     final = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
     assert final["gan_counters"]["batches_seen"] == 35  # the last multiple of 7 batches
     # the training time adds up over the resume (Lightning's Timer, which reproduce_table1.py reports)

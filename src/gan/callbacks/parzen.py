@@ -75,7 +75,7 @@ class ParzenLogLikelihood(Callback):
             fitting = max(1, len(val) // 2)
             raise ConfigError(
                 f"the validation split has {len(val)} images, too few for callbacks.parzen.select_points="
-                f"{self.select_points} plus val_points={self.val_points}. Fix: callbacks.parzen.select_points={fitting} "
+                f"{self.select_points} plus val_points={self.val_points or 'null (the rest)'}. Fix: callbacks.parzen.select_points={fitting} "
                 f"callbacks.parzen.val_points=null (the rest), or a larger validation split (MNIST: data.val_size)"
             )
         return select, score
