@@ -64,7 +64,7 @@ def config_for_checkpoint(cfg: DictConfig, checkpoint: dict, overrides: list[str
             for key in PARZEN_PROTOCOL_KEYS:
                 if key in stored_parzen and not sets(f"callbacks.parzen.{key}="):
                     cfg.callbacks.parzen[key] = stored_parzen[key]
-    _apply(cfg, [o for o in overrides if o.lstrip("~+").startswith(("model.", "data.")) and not o.startswith("data.root=")])
+        _apply(cfg, [o for o in overrides if o.lstrip("~+").startswith(("model.", "data.")) and not o.startswith("data.root=")])
     return cfg
 
 

@@ -30,8 +30,9 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if last.exists() and cfg.get("train", True):
         # The folder's own progress wins over the checkpoint a job was started from: a requeued SLURM job repeats
         # its command line, and training from ckpt_path again would overwrite everything since.
-        if cfg.get("auto_resume") or (requested and Path(requested).resolve() == last.resolve()):
-            if requested and Path(requested).resolve() != last.resolve():
+        requested_last = bool(requested) and Path(requested).resolve() == last.resolve()
+        if cfg.get("auto_resume") or requested_last:
+            if requested and not requested_last:
                 log.info("auto_resume: %s holds this run's latest state; ckpt_path=%s is not used", last, requested)
             check_same_selection_metric(cfg, load_checkpoint(last), last)
             log.info("resuming from %s", last)

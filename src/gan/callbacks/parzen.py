@@ -75,8 +75,9 @@ class ParzenLogLikelihood(Callback):
             fitting = max(1, len(val) // 2)
             raise ConfigError(
                 f"the validation split has {len(val)} images, too few for callbacks.parzen.select_points="
-                f"{self.select_points} plus val_points={self.val_points or 'null (the rest)'}. Fix: callbacks.parzen.select_points={fitting} "
-                f"callbacks.parzen.val_points=null (the rest), or a larger validation split (MNIST: data.val_size)"
+                f"{self.select_points} plus val_points={self.val_points or 'null (the rest)'}. Fix: "
+                f"callbacks.parzen.select_points={fitting} callbacks.parzen.val_points=null (the rest), or a larger "
+                "validation split (MNIST: data.val_size)"
             )
         return select, score
 
@@ -106,7 +107,7 @@ class ParzenLogLikelihood(Callback):
         return self.score(trainer.datamodule, centres, select, score, trainer.global_rank, trainer.world_size, reduce_sum)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.limit_val_batches != 0:
+        if trainer.limit_val_batches != 0 and trainer.datamodule is not None:
             self.validation_sets(trainer.datamodule)  # sizes checked before the first epoch, not after it
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
