@@ -73,15 +73,23 @@ def test_a_new_run_refuses_to_overwrite_existing_checkpoints(tiny_mnist_root, tm
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
     # nor from another checkpoint: the folder's progress would be overwritten
     other = tmp_path / "other.ckpt"
-    other.write_bytes(before)
+    other.write_bytes(before)  # the state after batch 14 of epoch 0
     again = _train(run_dir, tiny_mnist_root, "trainer.max_epochs=2", f"ckpt_path={other}")
     assert again.returncode == 1 and "already holds checkpoints" in again.stderr.strip().splitlines()[-1]
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
-    # a requeued job (auto_resume, its original ckpt_path on the command line again) goes on from the folder's own
-    requeued = _train(run_dir, tiny_mnist_root, "trainer.max_epochs=1", f"ckpt_path={other}", "auto_resume=true")
+    # a job requeued after it got further (auto_resume, its original ckpt_path on the command line again) goes on
+    # from the folder's own last.ckpt (batch 35), not from the one it was started from (batch 14)
+    assert _train(run_dir, tiny_mnist_root, "auto_resume=true").returncode == 0
+    further = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    assert further != before
+    requeued = _train(run_dir, tiny_mnist_root, f"ckpt_path={other}", "auto_resume=true")
     assert requeued.returncode == 0, requeued.stderr[-3000:]
-    assert f"ckpt_path={other} is not used" in requeued.stderr + requeued.stdout
-    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in requeued.stderr + requeued.stdout
+    output = requeued.stderr + requeued.stdout
+    assert f"ckpt_path={other} is not used" in output
+    assert f"Restoring states from the checkpoint path at {run_dir / 'checkpoints' / 'last.ckpt'}" in output
+    # testing only (train=false) without a checkpoint named is refused like training: it would test an untrained G
+    refused = _train(run_dir, tiny_mnist_root, "train=false", "test=true")
+    assert refused.returncode == 1 and "already holds checkpoints" in refused.stderr.strip().splitlines()[-1]
 
 
 def test_a_resume_refuses_another_val_parzen_scoring_and_follows_a_new_lr_anneal(tiny_mnist_root, tmp_path):

@@ -27,7 +27,8 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     requested = cfg.get("ckpt_path")
-    if last.exists() and cfg.get("train", True):
+    testing_only = not cfg.get("train", True)
+    if last.exists() and not (testing_only and requested):  # testing a named checkpoint overwrites no checkpoint
         # The folder's own progress wins over the checkpoint a job was started from: a requeued SLURM job repeats
         # its command line, and training from ckpt_path again would overwrite everything since.
         requested_last = bool(requested) and Path(requested).resolve() == last.resolve()
