@@ -9,9 +9,11 @@ of README "Table 1 on MNIST": 0.9999, then 0.99995 from epoch 600). Arguments af
 call. Scores are the full protocol that `gan-eval ... seed=<seed>` reports, computed in this process
 (`--device`, default the GPU when there is one). Times: the training time that Lightning's Timer keeps in each
 checkpoint (validation and checkpointing included), and the wall time since the first stage started (process
-start-up and data loading included). Re-running the script with the same settings resumes an interrupted
-stage and reuses the scores already computed (wall times then add up over the calls); other settings are
-refused. Writes <out>/time_to_parzen.md and .json.
+start-up and data loading included; a call cut short with the script counts to its last write). Checkpoints
+before --score-from are not scored, so a target reached at the first scored one is reported as "at or
+before". Re-running the script with the same settings resumes an interrupted stage and reuses the scores
+already computed (wall times then add up over the calls); once a run exists, other settings are refused.
+Writes <out>/time_to_parzen.md and .json.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from gan.errors import GANError
 
 SETTINGS_FILE, CALLS_FILE, SCORES_FILE = "settings.json", "calls.json", "scores.json"
 
@@ -71,13 +75,31 @@ def train_stages(args, extra: list[str], out: Path) -> None:
                    f"callbacks.snapshots.every_n_epochs={args.every}",
                    *([f"data.root={args.data_root}"] if args.data_root else []), *extra]  # fmt: skip
         print(f"stage {epochs}:{decay}: {' '.join(command[1:])}", flush=True)
-        start = time.time()
-        code = subprocess.run(command).returncode
-        calls.append({"stage": f"{epochs}:{decay}", "start": start, "wall_seconds": time.time() - start})
+        # Recorded before it starts, so that a call cut short with the script (a session's time limit) still counts
+        call = {"stage": f"{epochs}:{decay}", "start": time.time(), "wall_seconds": None}
+        calls.append(call)
         write_json(out / CALLS_FILE, calls)
+        try:
+            code = subprocess.run(command).returncode
+        finally:
+            call["wall_seconds"] = time.time() - call["start"]
+            write_json(out / CALLS_FILE, calls)
         if code != 0:
             raise SystemExit(f"error: gan-train exited with {code}; its error is above and its log in {run}. Fix that, "
                              "then re-run this script with the same arguments: it resumes the stage")  # fmt: skip
+
+
+def with_ends(calls: list[dict], run: Path) -> list[dict]:
+    """Calls whose script was killed have no recorded end: the last file written under `run` during one stands for it."""
+    written = [p.stat().st_mtime for p in run.rglob("*") if p.is_file()]
+    filled = []
+    for index, call in enumerate(calls):
+        if call["wall_seconds"] is None:
+            limit = calls[index + 1]["start"] if index + 1 < len(calls) else float("inf")
+            during = [t for t in written if call["start"] <= t < limit]
+            call = {**call, "wall_seconds": max(during, default=call["start"]) - call["start"]}
+        filled.append(call)
+    return filled
 
 
 def wall_since_start(written_at: float, calls: list[dict]) -> float | None:
@@ -88,7 +110,8 @@ def wall_since_start(written_at: float, calls: list[dict]) -> float | None:
     return None
 
 
-def score_snapshots(args, out: Path) -> list[dict]:
+def score_snapshots(args, out: Path) -> tuple[list[dict], list[int]]:
+    """The scored rows, and the epochs before --score-from whose checkpoints were not scored."""
     import torch
 
     from gan.callbacks.run_config import StoreRunConfig
@@ -96,15 +119,17 @@ def score_snapshots(args, out: Path) -> list[dict]:
     from gan.utils.checkpoints import load_checkpoint
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    scores, calls, rows = read_json(out / SCORES_FILE, {}), read_json(out / CALLS_FILE, []), []
+    scores, rows, unscored = read_json(out / SCORES_FILE, {}), [], []
+    calls = with_ends(read_json(out / CALLS_FILE, []), out / "run")
     for path in sorted((out / "run" / "snapshots").glob("epoch_*.ckpt")):
         checkpoint = load_checkpoint(path)
         epochs = checkpoint["epoch"] + 1
         if epochs < args.score_from:
+            unscored.append(epochs)
             continue
         key = f"{path.name}@{checkpoint['global_step']}"
         if key not in scores:
-            result = CheckpointParzen(path, args.data_root, device=device).test()
+            result = CheckpointParzen(path, args.data_root, args.processes, device=device).test()
             scores[key] = {"ll": result.ll, "se": result.se, "sigma": result.sigma}
             write_json(out / SCORES_FILE, scores)
         timer = checkpoint.get("callbacks", {}).get("Timer")
@@ -113,14 +138,23 @@ def score_snapshots(args, out: Path) -> list[dict]:
                      "training_seconds": float(timer["time_elapsed"]["train"]) if timer else None,
                      "wall_seconds": wall_since_start(path.stat().st_mtime, calls), **scores[key]})  # fmt: skip
         print(f"epoch {epochs}: {scores[key]['ll']:.1f} +- {scores[key]['se']:.1f}", flush=True)
-    return rows
+    return rows, unscored
 
 
-def summary(rows: list[dict], target: float) -> dict:
+def missing_snapshots(rows: list[dict], unscored: list[int], every: int, trained: int) -> list[int]:
+    """Epochs due a checkpoint that has none (a run killed between last.ckpt and the snapshot at one epoch end)."""
+    present = {row["epochs"] for row in rows} | set(unscored)
+    return [epochs for epochs in range(every, trained + 1, every) if epochs not in present]
+
+
+def summary(rows: list[dict], target: float, unscored: list[int] = (), missing: list[int] = ()) -> dict:
     first = next((row for row in rows if row["ll"] >= target), None)
     held = first is not None and all(row["ll"] >= target for row in rows if row["epochs"] >= first["epochs"])
     best = max(rows, key=lambda row: row["ll"], default=None)
-    return {"target": target, "first_reached": first, "held_to_the_end": held, "best": best}
+    # Reached at the first scored checkpoint: an unscored earlier one may have reached it too.
+    bound = first is not None and first is rows[0] and bool(unscored)
+    return {"target": target, "first_reached": first, "first_is_an_upper_bound": bound, "held_to_the_end": held,
+            "best": best, "unscored_epochs": list(unscored), "missing_epochs": list(missing)}  # fmt: skip
 
 
 def markdown(rows: list[dict], result: dict) -> str:
@@ -136,15 +170,20 @@ def markdown(rows: list[dict], result: dict) -> str:
         verdict = f"Not reached: {target} nats." + (f" Best: {best['ll']:.1f} at epoch {best['epochs']}." if best else "")
     else:
         held = "held at every later checkpoint" if result["held_to_the_end"] else "not held at every later checkpoint"
-        verdict = (f"First >= {target} nats at epoch {first['epochs']} ({first['ll']:.1f} +- {first['se']:.1f}): "
+        when = "at or before" if result["first_is_an_upper_bound"] else "at"
+        verdict = (f"First >= {target} nats {when} epoch {first['epochs']} ({first['ll']:.1f} +- {first['se']:.1f}): "
                    f"{seconds(first['training_seconds'])} of training, {seconds(first['wall_seconds'])} of wall time; {held}.")
+        if result["first_is_an_upper_bound"]:
+            verdict += f" The checkpoints of epochs {min(result['unscored_epochs'])}-{max(result['unscored_epochs'])} were not scored (--score-from)."
+    if result["missing_epochs"]:
+        verdict += f" No checkpoint was written at epochs {', '.join(map(str, result['missing_epochs']))}: the curve has gaps there."
     return "\n".join([*lines, "", verdict]) + "\n"
 
 
 def check_settings(out: Path, settings: dict) -> None:
     """A folder holds one run: other settings would mix two runs' checkpoints in one curve."""
     recorded = read_json(out / SETTINGS_FILE, None)
-    if recorded is None:
+    if recorded is None or not (out / "run" / "checkpoints" / "last.ckpt").exists():  # no run yet: nothing to mix
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SETTINGS_FILE, settings)
     elif recorded != settings:
@@ -169,6 +208,8 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/time_to_parzen")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default=None, help="where to score (default: cuda when available, else cpu)")
+    parser.add_argument("--processes", type=positive, default=None, help="the run's GPUs x nodes, where trainer.devices "
+                        "does not say (default: from the run's config)")  # fmt: skip
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -180,8 +221,12 @@ def main() -> None:
     check_settings(out, {"experiment": args.experiment, "seed": args.seed, "stages": [list(s) for s in args.stages],
                          "every": args.every, "overrides": extra})  # fmt: skip
     train_stages(args, extra, out)
-    rows = score_snapshots(args, out)
-    result = summary(rows, args.target)
+    try:
+        rows, unscored = score_snapshots(args, out)
+        trained = epochs_trained(out / "run" / "checkpoints" / "last.ckpt")
+    except GANError as error:
+        parser.exit(2, f"time_to_parzen: error: {error}\n")
+    result = summary(rows, args.target, unscored, missing_snapshots(rows, unscored, args.every, trained))
     write_json(out / "time_to_parzen.json", {"rows": rows, **result})
     (out / "time_to_parzen.md").write_text(table := markdown(rows, result))
     print(table, end="")

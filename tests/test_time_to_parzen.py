@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ def row(epochs: int, ll: float) -> dict:
             "wall_seconds": epochs * 0.7}  # fmt: skip
 
 
-def test_the_summary_names_the_first_checkpoint_at_the_target_and_whether_it_held():
+def test_the_summary_names_the_first_checkpoint_at_the_target_and_whether_it_held(tmp_path):
     script = script_module()
     rows = [row(25, 220.0), row(50, 225.3), row(75, 224.9), row(100, 226.0)]
     result = script.summary(rows, 225.0)
@@ -44,6 +45,26 @@ def test_the_summary_names_the_first_checkpoint_at_the_target_and_whether_it_hel
     calls = [{"start": 100.0, "wall_seconds": 10.0}, {"start": 500.0, "wall_seconds": 20.0}]
     assert script.wall_since_start(105.0, calls) == 5.0 and script.wall_since_start(503.0, calls) == 13.0
     assert script.wall_since_start(300.0, calls) is None
+    # a call cut short with the script has no recorded end: its last write under the run folder stands for it
+    written = tmp_path / "run" / "snapshots" / "epoch_0000.ckpt"
+    written.parent.mkdir(parents=True)
+    written.write_text("")
+    os.utime(written, (112.0, 112.0))
+    cut = script.with_ends([{"start": 100.0, "wall_seconds": None}, calls[1]], tmp_path / "run")
+    assert cut == [{"start": 100.0, "wall_seconds": 12.0}, calls[1]]
+    # reached at the first scored checkpoint while earlier ones went unscored: an upper bound, and said so
+    bounded = script.summary(rows[1:], 225.0, unscored=[25])
+    assert bounded["first_is_an_upper_bound"] and "at or before epoch 50" in script.markdown(rows[1:], bounded)
+    assert "epochs 25-25 were not scored" in script.markdown(rows[1:], bounded)
+    assert not script.summary(rows[2:], 225.0, unscored=[25])["first_is_an_upper_bound"]  # 75 scored and missed it
+    # epochs due a checkpoint that has none are named
+    assert script.missing_snapshots(rows, [], 25, 150) == [125, 150]
+    gaps = script.summary(rows, 225.0, missing=[125, 150])
+    assert "No checkpoint was written at epochs 125, 150" in script.markdown(rows, gaps)
+    # a folder whose first call failed before training (a mistyped override) takes corrected settings
+    script.check_settings(tmp_path / "out", {"every": 1, "overrides": ["modle.k=2"]})
+    script.check_settings(tmp_path / "out", {"every": 1, "overrides": ["model.k=2"]})
+    assert json.loads((tmp_path / "out" / "settings.json").read_text())["overrides"] == ["model.k=2"]
 
 
 def test_stages_train_one_run_on_and_every_snapshot_is_scored_as_gan_eval_scores_it(tiny_mnist_root, tmp_path):
@@ -63,6 +84,7 @@ def test_stages_train_one_run_on_and_every_snapshot_is_scored_as_gan_eval_scores
     walls = [r["wall_seconds"] for r in rows]
     assert 0 < times[0] < times[1] < times[2] and 0 < walls[0] < walls[1] < walls[2] and times[2] < walls[2]
     assert report["first_reached"]["epochs"] == 1 and report["held_to_the_end"] is True
+    assert report["missing_epochs"] == [] and report["first_is_an_upper_bound"] is False
     assert (out / "time_to_parzen.md").read_text().endswith("held at every later checkpoint.\n")
     # the score is gan-eval's full protocol with the run's seed, to the last digit
     evaluated = run_cli("gan-eval", f"ckpt_path={rows[2]['checkpoint']}", "seed=1", *tiny_data_overrides(tiny_mnist_root),
