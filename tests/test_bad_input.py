@@ -29,6 +29,8 @@ CONFIG_CASES = [
     (["trainer.devices=0"], ["trainer.devices=0 is invalid"]),
     (["seed=-1"], ["seed=-1 is invalid", "non-negative"]),
     (["seed=null"], ["seed=None is invalid", "a non-negative integer"]),
+    (["callbacks.sample_grid.every_n_epochs=0"], ["callbacks.sample_grid.every_n_epochs=0 is invalid",
+                                                   "to switch it off: ~callbacks.sample_grid"]),
     (["model.generator.out_shape=[1,32,32]"], ["model.generator.out_shape=[1, 32, 32] does not match data.shape=[1, 28, 28]"]),
     (["data.val_size=0"], ["data.val_size=0 is invalid"]),
     (["model/generator=pytorch_gan"], ["the generator's tanh output lies in [-1, 1] but data.scaling=unit does not",

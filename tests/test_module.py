@@ -157,3 +157,6 @@ def test_loader_gives_each_rank_a_disjoint_equal_share_and_resumes_mid_epoch():
     torch.testing.assert_close(torch.cat(list(resumed)).flatten(), seen[0][30:])
     evaluation = [torch.cat(list(TensorBatchLoader(data, 7, rank=r, world_size=2))).flatten() for r in (0, 1)]
     assert sorted(torch.cat(evaluation).tolist()) == list(range(103))  # every item exactly once, no padding
+    # training without shuffling (data.shuffle=false): equal batch counts on every rank too, or DDP would hang
+    unshuffled = [TensorBatchLoader(torch.arange(599.0), 100, drop_last=True, rank=r, world_size=3) for r in range(3)]
+    assert [len(loader) for loader in unshuffled] == [len(list(loader)) for loader in unshuffled] == [1, 1, 1]

@@ -183,6 +183,28 @@ def test_divergence_guard_names_the_first_bad_batch_at_its_next_check():
                 guard.on_train_batch_end(None, module, outputs, None, 0)
 
 
+def test_divergence_guard_stops_every_ddp_rank_when_one_ranks_loss_is_not_finite():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from gan.callbacks import DivergenceGuard
+    from gan.errors import DivergenceError
+
+    decisions = []
+
+    def all_ranks_agree(local_ok, all):  # this rank's losses are finite, another rank's are not
+        decisions.append((local_ok, all))
+        return False
+
+    strategy = SimpleNamespace(reduce_boolean_decision=all_ranks_agree)
+    module = SimpleNamespace(batches_seen=2, current_epoch=1, _trainer=SimpleNamespace(strategy=strategy))
+    guard = DivergenceGuard(check_every_n_steps=2)
+    with pytest.raises(DivergenceError, match="non-finite D or G loss at another process's batch"):
+        guard.on_train_batch_end(None, module, {"d_loss": torch.tensor(0.5)}, None, 0)
+    assert decisions == [(True, True)]
+
+
 def test_divergence_guard_checks_the_weights_before_validation_when_an_epoch_ends_between_checks():
     from types import SimpleNamespace
 
@@ -228,7 +250,12 @@ def test_checkpoint_write_failure_leaves_the_previous_checkpoint_intact(tmp_path
 
     io = AtomicCheckpointIO()
     target = tmp_path / "last.ckpt"
-    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
+    umask = os.umask(0o027)
+    try:
+        io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
+    finally:
+        os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o640  # the umask's mode, as open() gives (not mkstemp's 0600)
     before = target.read_bytes()
 
     def disk_full(obj, f, *args, **kwargs):

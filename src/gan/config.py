@@ -83,6 +83,10 @@ RULES: dict[str, tuple[Check, str, str]] = {
     "trainer.num_nodes": (_int_at_least(1), "an integer >= 1", "1"),
     **{f"callbacks.parzen.{name}": (_int_at_least(1), "an integer >= 1", example) for name, example in (
         ("val_samples", "10000"), ("select_points", "1000"), ("test_samples", "10000"), ("sample_batch_size", "1000"))},
+    # intervals: 0 would divide by zero at the first epoch end (to switch a callback off, remove it: ~callbacks.<name>)
+    **{f"callbacks.{key}": (_int_at_least(1), "an integer >= 1 (to switch it off: ~callbacks." + key.split(".")[0] + ")", "5")
+       for key in ("sample_grid.every_n_epochs", "figures.every_n_epochs", "quality.every_n_epochs",
+                   "snapshots.every_n_epochs", "divergence_guard.check_every_n_steps")},
     "callbacks.parzen.val_points": (_optional(_int_at_least(1)),
                                     "null (the validation images after select_points) or an integer >= 1", "1000"),
     "callbacks.parzen.test_points": (_optional(_int_at_least(1)), "null (the whole test set) or an integer >= 1", "null"),

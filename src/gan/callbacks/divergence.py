@@ -32,10 +32,14 @@ class DivergenceGuard(Callback):
         steps, losses = zip(*self._pending)
         self._pending = []
         finite = torch.isfinite(torch.stack(losses)).cpu()  # the one host sync of the check
-        if not bool(finite.all()):
-            first_bad = steps[int((~finite).nonzero()[0])]
+        local_ok = bool(finite.all())
+        # Under DDP the losses differ by rank: every rank must stop together, or the others wait forever in the
+        # next all-reduce for the one that stopped.
+        trainer = getattr(pl_module, "_trainer", None)
+        if not (trainer.strategy.reduce_boolean_decision(local_ok, all=True) if trainer is not None else local_ok):
+            where = f"training batch {steps[int((~finite).nonzero()[0])]}" if not local_ok else "another process's batch"
             raise DivergenceError(
-                f"training diverged: a non-finite D or G loss at training batch {first_bad} (epoch "
+                f"training diverged: a non-finite D or G loss at {where} (epoch "
                 f"{pl_module.current_epoch}); the last checkpoint on disk is the last good one. Fix: lower the "
                 "learning rates or resume from that checkpoint with another seed"
             )

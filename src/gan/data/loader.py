@@ -36,7 +36,7 @@ class TensorBatchLoader:
     """Iterates over batches of `data` (N, ...) for one rank of `world_size`.
 
     Each rank gets a disjoint, equally long share of every epoch's permutation (the tail that does not
-    divide evenly is dropped when shuffling, so all ranks run the same number of steps; evaluation order
+    divide evenly is dropped when training (drop_last), so all ranks run the same number of steps; evaluation
     keeps every item exactly once by giving the first ranks one item more).
     Resumable mid-epoch: `state_dict` records how many batches of the epoch training has consumed,
     read from `progress` (Lightning prefetches one batch, so the loader's own count runs ahead).
@@ -67,14 +67,14 @@ class TensorBatchLoader:
 
     def _rank_indices(self) -> torch.Tensor:
         order = self.sampler.indices(len(self.data), self.data.device)
-        if self.sampler.shuffle:
+        if self.drop_last:  # training: equal shares, or a rank with one batch less leaves the others waiting in DDP
             per_rank = len(order) // self.world_size
             return order[self.rank * per_rank : (self.rank + 1) * per_rank]
         return order[self.rank :: self.world_size]
 
     def _num_items(self) -> int:
         n = len(self.data)
-        if self.sampler.shuffle:
+        if self.drop_last:
             return n // self.world_size
         return len(range(self.rank, n, self.world_size))
 

@@ -25,6 +25,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, _mode_for_new_files())  # mkstemp's 0600 would hide checkpoints from a shared project folder
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
@@ -38,3 +39,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                     "is intact. Fix: free disk space or make the folder writable, then resume from it"
                 ) from error
             raise
+
+
+def _mode_for_new_files() -> int:
+    """The mode open() gives a new file under this process's umask, as Lightning's own writer does."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
