@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from gan.metrics.features import dataset_key, load_feature_extractor
+from gan.metrics.features import feature_key, load_feature_extractor, training_command
 from gan.metrics.parzen import parzen_protocol
 from gan.metrics.quality import compute_quality
 
@@ -36,7 +36,8 @@ def main() -> int:
     valid = datamodule.to_unit_range(datamodule.images("val")[:1000])
     test = datamodule.to_unit_range(datamodule.images("test"))
     parzen = parzen_protocol(samples.flatten(1), valid.flatten(1), test.flatten(1))
-    extractor = load_feature_extractor(cfg.paths.cache_dir, dataset_key(datamodule), shape=datamodule.shape)
+    extractor = load_feature_extractor(cfg.paths.cache_dir, feature_key(datamodule), datamodule.shape,
+                                       training_command(datamodule))
     quality = compute_quality(test, samples, extractor)
     print(json.dumps({"data": args.data, "samples": f"train[0:{args.num_samples}]", "parzen": parzen.as_dict(),
                       "quality": quality.as_dict()}))  # fmt: skip

@@ -140,3 +140,22 @@ def test_val_size_larger_than_the_training_set(cifar):
     root, _ = cifar
     with pytest.raises(DataError, match=r"data.val_size=100 must be between 1 and 99"):
         loaded(root, val_size=100)
+
+
+def test_the_feature_network_is_trained_on_cifar10_as_the_quality_metrics_feed_it(cifar, tmp_path):
+    from types import SimpleNamespace
+
+    from gan.errors import DataError
+    from gan.metrics.features import MissingFeatureNetwork, build_extractor, feature_key
+    from gan.train_features import check_labelled, labelled_splits
+
+    root, _ = cifar
+    for scaling, key in (("gcn", "cifar10_minmax"), ("unit", "cifar10")):
+        dm = loaded(root, scaling=scaling)
+        assert feature_key(dm) == key  # one cached network per input transform
+        train_x, _ = labelled_splits(dm)["train"]
+        torch.testing.assert_close(train_x, dm.to_unit_range(dm.images("train")))  # what SampleQuality feeds it
+        with pytest.raises(MissingFeatureNetwork, match=f"{key}.pt. Fix: run gan-train-features data=cifar10 data.scaling={scaling} "):
+            build_extractor("trained", tmp_path, dm)
+    with pytest.raises(DataError, match="TFD has no class labels here.*Fix: gan-train-features data=mnist, fashion_mnist or cifar10"):
+        check_labelled(SimpleNamespace(name="TFD"))

@@ -25,13 +25,20 @@ log = logging.getLogger("gan")
 DEFAULT_EPOCHS = {"mnist": 4, "fashion_mnist": 5, "cifar10": 15}
 
 
+def check_labelled(datamodule) -> None:
+    if not hasattr(datamodule, "_dataset") or not hasattr(datamodule, "val_size"):
+        raise DataError(f"{datamodule.name} has no class labels here; the feature network needs a labelled dataset. "
+                        "Fix: gan-train-features data=mnist, fashion_mnist or cifar10")  # fmt: skip
+
+
 def labelled_splits(datamodule) -> dict[str, tuple]:
-    """{split: (images in [0, 1], labels)} with the datamodule's own split of the training file."""
+    """{split: (images in [0, 1], labels)} with the datamodule's own split of the training file, the images as the
+    quality metrics will feed them (`to_unit_range` of the scaled images: raw pixels unless the scaling is gcn)."""
     import torch
 
-    if not hasattr(datamodule, "_dataset") or not hasattr(datamodule, "val_size"):
-        raise DataError(f"{datamodule.name} has no class labels here; the feature network needs a labelled dataset "
-                        "(mnist, fashion_mnist, cifar10)")  # fmt: skip
+    from gan.data.scaling import is_invertible, scale, to_unit_range
+
+    check_labelled(datamodule)
     datamodule.prepare_data()
     images = datamodule.load_splits()  # [0, 1], before the networks' scaling; checks files and md5s
     train_labels = torch.as_tensor(datamodule._dataset(train=True).targets, dtype=torch.long)
@@ -42,6 +49,9 @@ def labelled_splits(datamodule) -> dict[str, tuple]:
         if len(x) != len(labels[split]):
             raise DataError(f"{datamodule.name} {split}: {len(x)} images but {len(labels[split])} labels "
                             f"under {datamodule.root}")  # fmt: skip
+    if not is_invertible(datamodule.scaling):
+        images = {split: to_unit_range(scale(x, datamodule.scaling, datamodule.gcn_scale), datamodule.scaling)
+                  for split, x in images.items()}  # fmt: skip
     return {split: (images[split], labels[split]) for split in ("train", "val", "test")}
 
 
@@ -51,7 +61,7 @@ def train_feature_network(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
 
     from gan.metrics.features import (
-        FeatureClassifier, accuracy, cache_path, dataset_key, pixel_stats, save_feature_network,
+        FeatureClassifier, accuracy, cache_path, dataset_key, feature_key, pixel_stats, save_feature_network,
     )  # fmt: skip
 
     opts = cfg.features
@@ -61,8 +71,9 @@ def train_feature_network(cfg: DictConfig) -> dict:
         torch.set_num_threads(int(opts.threads))
     torch.manual_seed(int(cfg.seed))
     datamodule = instantiate(cfg.data)
-    key = dataset_key(datamodule)
-    epochs = int(opts.epochs or DEFAULT_EPOCHS.get(key, 5))
+    check_labelled(datamodule)
+    key = feature_key(datamodule)
+    epochs = int(opts.epochs or DEFAULT_EPOCHS.get(dataset_key(datamodule), 5))
     if epochs < 1 or int(opts.batch_size) < 1 or not float(opts.lr) > 0:
         raise ConfigError("features.epochs, features.batch_size and features.lr must be > 0 (e.g. features.epochs=4)")
     splits = labelled_splits(datamodule)

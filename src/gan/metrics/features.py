@@ -176,6 +176,20 @@ def dataset_key(datamodule_or_name) -> str:
     return DATASET_KEYS[name]
 
 
+def feature_key(datamodule) -> str:
+    """The cache name of the feature network for `datamodule`'s images as the quality metrics feed them: the
+    dataset, plus `_minmax` where the scaling is not invertible (gcn: images reach the network min-max stretched
+    by `to_unit_range`, so its network is trained on them that way, not on raw pixels)."""
+    from gan.data.scaling import is_invertible
+
+    key = dataset_key(datamodule)
+    return key if is_invertible(getattr(datamodule, "scaling", "unit")) else f"{key}_minmax"
+
+
+def training_command(datamodule) -> str:
+    return f"gan-train-features data={dataset_key(datamodule)} data.scaling={getattr(datamodule, 'scaling', 'unit')}"
+
+
 def cache_path(cache_dir: str | Path, key: str) -> Path:
     return Path(cache_dir).expanduser() / "features" / f"{key}.pt"
 
@@ -191,10 +205,11 @@ def save_feature_network(path: str | Path, classifier: FeatureClassifier, **info
     return path
 
 
-def load_feature_extractor(cache_dir: str | Path, key: str, shape: Sequence[int] | None = None) -> FeatureExtractor:
-    """The cached feature network of dataset `key`; a one-line MissingFeatureNetwork naming the command to run."""
+def load_feature_extractor(cache_dir: str | Path, key: str, shape: Sequence[int] | None = None,
+                           train_command: str | None = None) -> FeatureExtractor:  # fmt: skip
+    """The cached feature network `key`; a one-line MissingFeatureNetwork naming the command to run."""
     path = cache_path(cache_dir, key)
-    command = f"run gan-train-features data={key} (with this run's data.root and paths.cache_dir)"
+    command = f"run {train_command or f'gan-train-features data={key}'} (with this run's data.root and paths.cache_dir)"
     if not path.is_file():
         raise MissingFeatureNetwork(f"no feature network for {key} at {path}. Fix: {command}")
     try:
@@ -220,7 +235,8 @@ def build_extractor(feature: str, cache_dir: str | Path, datamodule) -> nn.Modul
         from gan.errors import ConfigError
 
         raise ConfigError(f"callbacks.quality.feature={feature!r} is invalid: must be trained or inception")
-    return load_feature_extractor(cache_dir, dataset_key(datamodule), getattr(datamodule, "shape", None))
+    return load_feature_extractor(cache_dir, feature_key(datamodule), getattr(datamodule, "shape", None),
+                                  training_command(datamodule))  # fmt: skip
 
 
 def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
