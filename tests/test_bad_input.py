@@ -86,6 +86,18 @@ def test_validation_split_too_small_for_the_parzen_estimate_fails_before_trainin
     assert (tmp_path / "fixed" / "checkpoints" / "last.ckpt").exists()
 
 
+def test_a_run_folder_in_use_by_another_process_is_refused_before_anything_is_written(tiny_mnist_root, tmp_path):
+    import fcntl
+
+    run_dir = tmp_path / "run"  # e.g. two gan-train started in the same second: the same time-stamped folder
+    run_dir.mkdir()
+    with open(run_dir / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run_cli("gan-train", "debug=fast", *tiny_data_overrides(tiny_mnist_root), f"hydra.run.dir={run_dir}")
+    _assert_clean_failure(result, [f"another process is running in {run_dir}", "Fix: pass hydra.run.dir=<another folder>"])
+    assert [p.name for p in run_dir.iterdir()] == [".lock"]  # no .hydra/, log, FAILED or checkpoint of its own
+
+
 def test_missing_data_offline_names_the_folder_and_the_fix(tmp_path):
     result = run_cli("gan-train", f"data.root={tmp_path / 'empty'}", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}")
     _assert_clean_failure(result, ["MNIST not found in", "empty/MNIST/raw", "Fix: set data.root"])

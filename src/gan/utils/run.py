@@ -71,11 +71,49 @@ def _ensure_writable(folder: str, key: str) -> None:
         sys.exit(1)
 
 
+def _other_rank_of_a_run() -> bool:
+    """A DDP or SLURM process other than the first: it shares the first one's folder (and lock)."""
+    return any((value := os.environ.get(name, "0")).isdigit() and int(value) > 0
+               for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))  # fmt: skip
+
+
+_HELD_FOLDERS: list = []  # the open lock files (module-level: launchers such as submitit pickle the callback)
+
+
+def _hold_folder(folder: str, key: str) -> None:
+    """An exclusive lock on `folder` for this process's lifetime, or one line and exit 1 if another process
+    holds it: two commands started in the same second get the same time-stamped folder by default, and would
+    overwrite each other's config, logs and checkpoints. The kernel releases the lock when the process ends,
+    crash included, so a resumed or requeued run takes it again. File systems without flock are not locked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return
+    handle = open(Path(folder) / ".lock", "a")  # noqa: SIM115 (held open until the process ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        print(f"error: another process is running in {folder} (a run started in the same second, or one given the "
+              f"same folder); this one would overwrite its files. Fix: pass {key}=<another folder>, or wait for it "
+              "to finish", file=sys.stderr)  # fmt: skip
+        sys.exit(1)
+    except OSError:
+        handle.close()
+        return
+    _HELD_FOLDERS.append(handle)
+
+
 class CheckOutputFolder(Callback):
-    """Hydra callback: fail with one line, before any work, when the run or sweep folder is not writable."""
+    """Hydra callback, before any file of the job is written: fail with one line when the run or sweep folder is
+    not writable or is in use by another process; otherwise hold it for this process."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         _ensure_writable(config.hydra.run.dir, "hydra.run.dir")
+        if not _other_rank_of_a_run():
+            _hold_folder(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _ensure_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
+        if not _other_rank_of_a_run():
+            _hold_folder(config.hydra.sweep.dir, "hydra.sweep.dir")
