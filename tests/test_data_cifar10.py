@@ -50,6 +50,11 @@ def test_split_is_first_then_last_training_images_and_test_batch(cifar):
 def test_default_sizes_are_the_papers_40000_10000():
     dm = CIFAR10DataModule(root="unused", download=False)
     assert dm.val_size == 10000 and dm.scaling == "gcn" and dm.gcn_scale == 55.0 and dm.shape == (3, 32, 32)
+    # on the release's 50,000 training images: train[0:40000], valid[40000:50000] (one value per image here)
+    train, test = torch.arange(50000.0).view(-1, 1, 1, 1), torch.zeros(10000, 1, 1, 1)
+    splits = dm.hold_out_validation(train, test, dm.val_size, "the release")
+    assert splits["train"].flatten().tolist() == list(range(40000)) and splits["val"].flatten().tolist() == list(range(40000, 50000))
+    assert splits["test"] is test
 
 
 def test_gcn_gives_each_image_mean_0_and_norm_55(cifar):
