@@ -140,11 +140,10 @@ def run_folder(dataset: str, seed: int, fold: int | None, args) -> Path:
 def training_seconds(run_dir: Path) -> float | None:
     """The run's training time over all its resumes, from the Timer state in last.ckpt (None for runs whose
     checkpoints have none: started with callbacks that lack `timer`, or before it was a default)."""
-    from gan.utils.checkpoints import load_checkpoint
+    from gan.utils.checkpoints import load_checkpoint, training_seconds as from_timer
 
     last = run_dir / "checkpoints" / "last.ckpt"
-    timer = load_checkpoint(last).get("callbacks", {}).get("Timer") if last.exists() else None
-    return float(timer["time_elapsed"]["train"]) if timer else None
+    return from_timer(load_checkpoint(last)) if last.exists() else None
 
 
 def wall_seconds_before(run_dir: Path) -> float:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from gan.errors import GANError
+from gan.utils.files import write_json_atomically
 
 SETTINGS_FILE, CALLS_FILE, SCORES_FILE = "settings.json", "calls.json", "scores.json"
 
@@ -51,12 +52,6 @@ def read_json(path: Path, default):
     return json.loads(path.read_text()) if path.exists() else default
 
 
-def write_json(path: Path, payload) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def epochs_trained(checkpoint_path: Path) -> int:
     from gan.utils.checkpoints import load_checkpoint
 
@@ -78,12 +73,12 @@ def train_stages(args, extra: list[str], out: Path) -> None:
         # Recorded before it starts, so that a call cut short with the script (a session's time limit) still counts
         call = {"stage": f"{epochs}:{decay}", "start": time.time(), "wall_seconds": None}
         calls.append(call)
-        write_json(out / CALLS_FILE, calls)
+        write_json_atomically(out / CALLS_FILE, calls)
         try:
             code = subprocess.run(command).returncode
         finally:
             call["wall_seconds"] = time.time() - call["start"]
-            write_json(out / CALLS_FILE, calls)
+            write_json_atomically(out / CALLS_FILE, calls)
         if code != 0:
             raise SystemExit(f"error: gan-train exited with {code}; its error is above and its log in {run}. Fix that, "
                              "then re-run this script with the same arguments: it resumes the stage")  # fmt: skip
@@ -116,7 +111,7 @@ def score_snapshots(args, out: Path) -> tuple[list[dict], list[int]]:
 
     from gan.callbacks.run_config import StoreRunConfig
     from gan.metrics.checkpoint_parzen import CheckpointParzen
-    from gan.utils.checkpoints import load_checkpoint
+    from gan.utils.checkpoints import load_checkpoint, training_seconds
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     scores, rows, unscored = read_json(out / SCORES_FILE, {}), [], []
@@ -131,11 +126,10 @@ def score_snapshots(args, out: Path) -> tuple[list[dict], list[int]]:
         if key not in scores:
             result = CheckpointParzen(path, args.data_root, args.processes, device=device).test()
             scores[key] = {"ll": result.ll, "se": result.se, "sigma": result.sigma}
-            write_json(out / SCORES_FILE, scores)
-        timer = checkpoint.get("callbacks", {}).get("Timer")
+            write_json_atomically(out / SCORES_FILE, scores)
         rows.append({"checkpoint": str(path), "epochs": epochs,
                      "ema_decay": checkpoint[StoreRunConfig.KEY]["model"].get("ema_decay"),
-                     "training_seconds": float(timer["time_elapsed"]["train"]) if timer else None,
+                     "training_seconds": training_seconds(checkpoint),
                      "wall_seconds": wall_since_start(path.stat().st_mtime, calls), **scores[key]})  # fmt: skip
         print(f"epoch {epochs}: {scores[key]['ll']:.1f} +- {scores[key]['se']:.1f}", flush=True)
     return rows, unscored
@@ -185,7 +179,7 @@ def check_settings(out: Path, settings: dict) -> None:
     recorded = read_json(out / SETTINGS_FILE, None)
     if recorded is None or not (out / "run" / "checkpoints" / "last.ckpt").exists():  # no run yet: nothing to mix
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / SETTINGS_FILE, settings)
+        write_json_atomically(out / SETTINGS_FILE, settings)
     elif recorded != settings:
         differing = sorted(key for key in settings.keys() | recorded.keys() if settings.get(key) != recorded.get(key))
         raise SystemExit(f"error: {out} holds a run started with other settings (differing: {', '.join(differing)}). "
@@ -227,7 +221,7 @@ def main() -> None:
     except GANError as error:
         parser.exit(2, f"time_to_parzen: error: {error}\n")
     result = summary(rows, args.target, unscored, missing_snapshots(rows, unscored, args.every, trained))
-    write_json(out / "time_to_parzen.json", {"rows": rows, **result})
+    write_json_atomically(out / "time_to_parzen.json", {"rows": rows, **result})
     (out / "time_to_parzen.md").write_text(table := markdown(rows, result))
     print(table, end="")
 

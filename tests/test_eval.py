@@ -47,8 +47,15 @@ def test_result_is_printed_before_a_save_that_fails(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip()) == results
     assert not out.parent.exists()
 
-    report(results, tmp_path / "last.eval.json")
+    import os
+
+    umask = os.umask(0o027)
+    try:
+        report(results, tmp_path / "last.eval.json")
+    finally:
+        os.umask(umask)
     assert json.loads((tmp_path / "last.eval.json").read_text()) == results
+    assert (tmp_path / "last.eval.json").stat().st_mode & 0o777 == 0o640  # the umask's mode, not mkstemp's 0600
     assert [p.name for p in tmp_path.iterdir()] == ["last.eval.json"]  # no temporary file left behind
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import hydra
@@ -25,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gan.config import validate_config
 from gan.errors import CheckpointError
+from gan.utils.files import write_json_atomically
 from gan.utils.run import user_errors_reported
 
 log = logging.getLogger("gan")
@@ -79,18 +78,6 @@ def _apply(cfg: DictConfig, overrides: list[str]) -> None:
             OmegaConf.select(cfg, parent).pop(leaf, None)
         else:
             OmegaConf.update(cfg, key, override.value(), merge=False)
-
-
-def write_json_atomically(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def report(results: dict, out: Path) -> None:

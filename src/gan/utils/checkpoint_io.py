@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gan.errors import CheckpointError
+from gan.utils.files import mode_for_new_files
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -25,7 +26,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            os.fchmod(fd, _mode_for_new_files())  # mkstemp's 0600 would hide checkpoints from a shared project folder
+            os.fchmod(fd, mode_for_new_files())
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
@@ -40,9 +41,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 ) from error
             raise
 
-
-def _mode_for_new_files() -> int:
-    """The mode open() gives a new file under this process's umask, as Lightning's own writer does."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask

@@ -31,6 +31,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def training_seconds(checkpoint: dict[str, Any]) -> float | None:
+    """The run's training time up to this checkpoint, over all its resumes: the state of Lightning's Timer
+    (callbacks/timer.yaml); None for runs without it."""
+    timer = checkpoint.get("callbacks", {}).get("Timer")
+    return float(timer["time_elapsed"]["train"]) if timer else None
+
+
 @contextlib.contextmanager
 def architecture_errors_explained(ckpt_path: str | Path | None) -> Iterator[None]:
     """Turn PyTorch's long state_dict mismatch report into one line."""
