@@ -61,7 +61,7 @@ def model_and_data_from_checkpoint(ckpt_path: str | Path, data_root: str | None 
     from gan.callbacks.run_config import StoreRunConfig
 
     checkpoint = load_checkpoint(ckpt_path)
-    stored = checkpoint.get(StoreRunConfig.KEY)
+    stored = StoreRunConfig.stored(checkpoint)
     if stored is None:
         raise CheckpointError(f"{ckpt_path} holds no run config (not written by gan-train). Fix: use gan-eval with "
                               "the experiment=... it was trained with")  # fmt: skip
