@@ -69,6 +69,13 @@ def test_readme_stays_short():
     assert lines <= MAX_README_LINES, f"README.md has {lines} lines; move detail into docs/ (limit {MAX_README_LINES})"
 
 
+def test_ci_runs_the_readmes_test_command():
+    """.ci/run promises to run exactly the README's install-and-test command; keep the two identical."""
+    section = README.read_text().split("## Tests", 1)[1]
+    command = re.search(r"```bash\n(.*?)\n```", section, flags=re.S).group(1).strip()
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines(), f".ci/run does not run {command!r}"
+
+
 def github_anchor(heading: str) -> str:
     """The id GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
     text = re.sub(r"[`*_]", "", heading.strip()).lower()
