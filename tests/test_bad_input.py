@@ -1,6 +1,6 @@
 """The bad-input catalogue: every case fails fast with one clear line, exit code != 0, and loses nothing.
 
-The README's "Bad input" table lists the same cases with their messages.
+The bad-input catalogue in docs/reliability.md lists the same cases with their messages.
 """
 
 from __future__ import annotations

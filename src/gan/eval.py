@@ -42,7 +42,7 @@ def _command_line() -> list[str]:
 
 
 def config_for_checkpoint(cfg: DictConfig, checkpoint: dict, overrides: list[str] | None = None) -> DictConfig:
-    """Use the model, data and Parzen protocol of the run that wrote the checkpoint, with this machine's
+    """Use the model, data and Parzen protocol of the run that wrote the checkpoint, with the local
     data.root; what the command line (`overrides`, by default gan-eval's own) sets explicitly wins."""
     from gan.callbacks.run_config import StoreRunConfig
 
