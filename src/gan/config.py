@@ -166,7 +166,7 @@ OUTPUT_RANGES = {"sigmoid": ("unit", "[0, 1]"), "tanh": ("symmetric", "[-1, 1]")
 
 def _check_output_range(cfg: DictConfig) -> None:
     target, scaling = _value(cfg, "model.generator._target_"), _value(cfg, "data.scaling")
-    if target is MISSING or scaling is MISSING:
+    if target is MISSING or scaling is MISSING or _owned_by_a_user_class(cfg, "data.scaling"):
         return
     activation = "tanh" if str(target).endswith("PyTorchGANGenerator") else _value(cfg, "model.generator.output_activation")
     if activation in OUTPUT_RANGES and OUTPUT_RANGES[activation][0] != scaling:

@@ -30,7 +30,9 @@ def _explained(error: InstantiationException, key: str) -> Exception:
     if isinstance(cause, GANError):  # the class's own one-line message
         return cause
     nested = re.search(r"full_key: (\S+)", text)
-    where = f"{key}.{nested.group(1)}" if nested else key
+    where = nested.group(1) if nested else key
+    if not (where == key or where.startswith(key + ".")):  # a node built on its own reports keys relative to it
+        where = f"{key}.{where}"
     target = re.search(r"target '([^']+)'", text)
     target = target.group(1) if target else "its _target_"
     if text.startswith("Error locating target"):
