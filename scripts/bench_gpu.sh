@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's GPU rows of "Performance" in one go, on one CUDA GPU (about 8 minutes on an H200):
+# The GPU rows of docs/performance.md in one go, on one CUDA GPU (about 8 minutes on an H200):
 #
-#   GAN_DATA_ROOT=../shared/data bash scripts/bench_gpu.sh [OUT_DIR]
+#   GAN_DATA_ROOT=/path/to/data bash scripts/bench_gpu.sh [OUT_DIR]
 #
 # Each step has its own time limit, so one that fails or hangs costs only its own row; every step's output
 # goes to OUT_DIR/bench_gpu.log (default outputs/bench_gpu), the JSON summaries to OUT_DIR/summary.jsonl.

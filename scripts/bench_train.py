@@ -31,7 +31,6 @@ from hydra.utils import instantiate
 from lightning import Callback, seed_everything
 from omegaconf import open_dict
 
-from gan.losses import discriminator_loss, generator_loss
 from gan.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from gan.utils.nvml import NVML_CHECK_FLAG
 
@@ -111,6 +110,7 @@ def _bare_loop(cfg, args) -> float:
     data = datamodule.images("train").to(device)
     model = instantiate(cfg.model)
     generator, discriminator, noise = model.generator.to(device), model.discriminator.to(device), model.noise.to(device)
+    objective = model.objective
     if args.compile and not args.bare_eager:
         generator.compile()
         discriminator.compile()
@@ -131,20 +131,20 @@ def _bare_loop(cfg, args) -> float:
                 fake = generator(noise(batch_size))
                 fake_input = fake.detach().requires_grad_()
                 real_logits, fake_logits = discriminator(real), discriminator(fake_input)
-                d_loss = discriminator_loss(real_logits, fake_logits)
-                (grad_fake,) = torch.autograd.grad(generator_loss(fake_logits), fake_input, retain_graph=True)
+                d_loss = objective.discriminator_loss(real_logits, fake_logits)
+                (grad_fake,) = torch.autograd.grad(objective.generator_loss(fake_logits), fake_input, retain_graph=True)
                 opt_d.zero_grad(set_to_none=True)
                 opt_g.zero_grad(set_to_none=True)
                 (d_loss + (fake * grad_fake).sum()).backward()
             else:
                 with torch.no_grad():
                     fake = generator(noise(batch_size))
-                d_loss = discriminator_loss(discriminator(real), discriminator(fake))
+                d_loss = objective.discriminator_loss(discriminator(real), discriminator(fake))
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
                 discriminator.requires_grad_(False)
-                g_loss = generator_loss(discriminator(generator(noise(batch_size))))
+                g_loss = objective.generator_loss(discriminator(generator(noise(batch_size))))
                 opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
                 discriminator.requires_grad_(True)

@@ -21,7 +21,6 @@ from lightning import seed_everything
 
 from gan.callbacks.figures import toy_grid
 from gan.figures.toy import figure1, toy_stage
-from gan.losses import discriminator_loss, generator_loss
 
 
 def d_steps(model, data: torch.Tensor, steps: int, optimizer, batch: int = 256) -> None:
@@ -29,7 +28,7 @@ def d_steps(model, data: torch.Tensor, steps: int, optimizer, batch: int = 256) 
         real = data[torch.randint(len(data), (batch,))]
         with torch.no_grad():
             fake = model.generator(model.noise(batch))
-        loss = discriminator_loss(model.discriminator(real), model.discriminator(fake))
+        loss = model.objective.discriminator_loss(model.discriminator(real), model.discriminator(fake))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -38,7 +37,7 @@ def d_steps(model, data: torch.Tensor, steps: int, optimizer, batch: int = 256) 
 def g_steps(model, steps: int, optimizer, batch: int = 256) -> None:
     model.discriminator.requires_grad_(False)
     for _ in range(steps):
-        loss = generator_loss(model.discriminator(model.generator(model.noise(batch))))
+        loss = model.objective.generator_loss(model.discriminator(model.generator(model.noise(batch))))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

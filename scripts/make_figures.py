@@ -1,6 +1,6 @@
 """The paper's figures from a checkpoint:
 
-    python scripts/make_figures.py --ckpt outputs/<run>/checkpoints/last.ckpt --out figures/ [--data-root ../shared/data]
+    python scripts/make_figures.py --ckpt outputs/<run>/checkpoints/last.ckpt --out figures/ [--data-root /path/to/data]
 
 writes figure2.png (samples; last column: the nearest training image of the sample beside it),
 figure3.png (linear interpolations between random z pairs) and, when the run's CSV log is found next to

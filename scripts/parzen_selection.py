@@ -2,7 +2,7 @@
 `parzen` callback computes it with several sample counts, beside the full test protocol.
 
     python scripts/parzen_selection.py outputs/table1/fashion_mnist/seed1/checkpoints/{epoch_0008,last}.ckpt \
-        --samples 2000 10000 --data-root ../shared/data
+        --samples 2000 10000 --data-root /path/to/data
 
 A good selector ranks checkpoints as the test protocol does. Everything follows the run's own `parzen`
 settings and draws the samples as its processes did, so the column of the run's val_samples repeats the

@@ -1,6 +1,6 @@
 """The reference rows of the results table: real images scored as if they were generator samples.
 
-    python scripts/real_data_reference.py --data mnist --data-root ../shared/data [--num-samples 10000]
+    python scripts/real_data_reference.py --data mnist --data-root /path/to/data [--num-samples 10000]
 
 "samples" = the first N training images; Parzen with the paper's protocol (sigma on the first 1,000
 validation images, the whole test set) and the feature-space metrics against the test set (needs the

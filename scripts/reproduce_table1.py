@@ -2,10 +2,10 @@
 Parzen protocol, and write a markdown table beside the paper's.
 
     python scripts/reproduce_table1.py --datasets mnist fashion_mnist --seeds 1 2 3 --epochs 300 \
-        --data-root ../shared/data --out outputs/table1
+        --data-root /path/to/data --out outputs/table1
     python scripts/reproduce_table1.py --datasets tfd --folds 0 1 2 3 4 --seeds 1 --data-root /path/with/TFD
     python scripts/reproduce_table1.py --seeds 1 --epochs 700 --anneal-epochs 100 --ema-decay 0.9999 \
-        --data-root ../shared/data --out outputs/table1_ema -- callbacks.parzen.val_samples=2000
+        --data-root /path/to/data --out outputs/table1_ema -- callbacks.parzen.val_samples=2000
         # trains a finished 600-epoch run on, annealing lr (the extra setting is the one that run was started with)
 
 Runs go to <out>/<dataset>/seed<k>/ (TFD: <out>/tfd/fold<f>/seed<k>/); re-running the script resumes unfinished

@@ -2,10 +2,10 @@
 protocol, and report when the run first reached the target and whether it held.
 
     python scripts/time_to_parzen.py --target 225 --stages 600:0.9999 700:0.99995 --every 25 --score-from 400 \
-        --out outputs/time_to_225 --data-root ../shared/data -- trainer=gpu model.cuda_graph=true
+        --out outputs/time_to_225 --data-root /path/to/data -- trainer=gpu model.cuda_graph=true
 
 Each stage EPOCHS:EMA_DECAY trains the same run (<out>/run) on to EPOCHS epochs with that EMA decay (the recipe
-of README "Table 1 on MNIST": 0.9999, then 0.99995 from epoch 600). Arguments after `--` go to every gan-train
+of docs/results.md "Table 1 on MNIST": 0.9999, then 0.99995 from epoch 600). Arguments after `--` go to every gan-train
 call. Scores are the full protocol that `gan-eval ... seed=<seed>` reports, computed in this process
 (`--device`, default the GPU when there is one). Times: the training time that Lightning's Timer keeps in each
 checkpoint (validation and checkpointing included), and the wall time since the first stage started (process
@@ -70,7 +70,7 @@ def train_stages(args, extra: list[str], out: Path) -> None:
                    f"callbacks.snapshots.every_n_epochs={args.every}",
                    *([f"data.root={args.data_root}"] if args.data_root else []), *extra]  # fmt: skip
         print(f"stage {epochs}:{decay}: {' '.join(command[1:])}", flush=True)
-        # Recorded before it starts, so that a call cut short with the script (a session's time limit) still counts
+        # Recorded before it starts, so that a call cut short with the script (a job's time limit) still counts
         call = {"stage": f"{epochs}:{decay}", "start": time.time(), "wall_seconds": None}
         calls.append(call)
         write_json_atomically(out / CALLS_FILE, calls)

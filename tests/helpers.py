@@ -136,14 +136,16 @@ def small_gan(update_scheme: str = "simultaneous", k: int = 1, g_loss: str = "no
     from gan.module import GAN
     from gan.networks import MaxoutDiscriminator, MLPGenerator
     from gan.noise import NoiseSampler
+    from gan.objectives import GAN2014
 
+    kwargs.setdefault("objective", GAN2014(g_loss))
     return GAN(
         generator=MLPGenerator(8, shape, hidden_sizes=(32,), hidden_activations=("relu",), output_bias_from_data=False),
         discriminator=MaxoutDiscriminator(shape, hidden_units=(16,), pieces=3, input_keep=keep, hidden_keep=keep),
         noise=NoiseSampler(8),
         g_optimizer=functools.partial(torch.optim.SGD, lr=lr, momentum=momentum),
         d_optimizer=functools.partial(torch.optim.SGD, lr=lr, momentum=momentum),
-        update_scheme=update_scheme, k=k, g_loss=g_loss, **kwargs,
+        update_scheme=update_scheme, k=k, **kwargs,
     )  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """The bad-input catalogue: every case fails fast with one clear line, exit code != 0, and loses nothing.
 
-The README's "Bad input" table lists the same cases with their messages.
+The bad-input catalogue in docs/reliability.md lists the same cases with their messages.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ CONFIG_CASES = [
     (["model.g_optimizer.lr=-0.1"], ["model.g_optimizer.lr=-0.1 is invalid", "> 0"]),
     (["data.batch_size=0"], ["data.batch_size=0 is invalid", "integer >= 1"]),
     (["model.noise.dim=0"], ["model.noise.dim=0 is invalid", "integer >= 1"]),
-    (["model.g_loss=wasserstein"], ["model.g_loss='wasserstein' is invalid", "non_saturating, minimax"]),
+    (["model.objective.g_loss=wasserstein"], ["model.objective.g_loss='wasserstein' is invalid", "non_saturating, minimax"]),
+    (["model.g_loss=minimax"], ["model.g_loss is now model.objective.g_loss", "Fix: model.objective.g_loss=minimax"]),
+    (["model/objective=hinge", "model.objective.r1_gamma=-1"], ["model.objective.r1_gamma=-1 is invalid", ">= 0"]),
     (["model.update_scheme=jacobi"], ["model.update_scheme='jacobi' is invalid", "simultaneous, alternating"]),
     (["model.d_optimizer.momentum=1.5"], ["model.d_optimizer.momentum=1.5 is invalid", "[0, 1)"]),
     (["model.g_scheduler.anneal_epochs=0"], ["model.g_scheduler.anneal_epochs=0 is invalid", "integer >= 1"]),
@@ -185,3 +187,16 @@ def test_output_directory_that_cannot_be_created(tmp_path):
     blocker.write_text("")
     result = run_cli("gan-train", f"hydra.run.dir={blocker / 'run'}")
     _assert_clean_failure(result, ["Not a directory", str(blocker / "run")])
+
+
+def test_a_users_class_with_a_bad_argument_fails_in_one_line_naming_the_key(tmp_path):
+    """The project checks its own keys; a user's `_target_` is built, and a bad argument names its config key."""
+    result = run_cli("gan-train", "model/objective=hinge", "+model.objective.margin=2",
+                     f"hydra.run.dir={tmp_path / 'run'}", "data.root=/nonexistent", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: model.objective (gan.objectives.Hinge) cannot be built"), result.stderr[-2000:]
+    assert "Fix: remove model.objective.margin" in lines[-1]
+    missing = run_cli("gan-train", "model.objective._target_=my_lab.objectives.Nope", f"hydra.run.dir={tmp_path / 'b'}",
+                      cwd=tmp_path)  # fmt: skip
+    assert "model.objective._target_=my_lab.objectives.Nope cannot be imported" in missing.stderr

@@ -18,7 +18,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 def test_default_experiment_is_the_papers_mnist_gan():
     cfg = compose_train(["paths.output_dir=/tmp/x"])
-    assert cfg.model.update_scheme == "simultaneous" and cfg.model.g_loss == "non_saturating"
+    assert cfg.model.update_scheme == "simultaneous" and cfg.model.objective.g_loss == "non_saturating"
     assert cfg.data.batch_size == 100 and cfg.model.noise.distribution == "uniform"
     assert cfg.model.g_optimizer.lr == 0.1 and cfg.model.g_scheduler.saturate_epoch == 250
     assert list(cfg.model.generator.hidden_sizes) == [1200, 1200]
@@ -60,3 +60,18 @@ def test_networks_follow_the_data_shape(tiny_mnist_root, tmp_path):
     model = instantiate(cfg.model)
     assert model.generator.out_shape == (1, 28, 28)
     assert cfg.data._target_.endswith("FashionMNISTDataModule")
+
+
+def test_validation_checks_the_projects_classes_and_leaves_a_users_arguments_to_the_user():
+    import pytest
+    from omegaconf import open_dict
+
+    from gan.config import validate_config
+    from gan.errors import ConfigError
+
+    cfg = compose_train(["paths.output_dir=/tmp/x", "data.scaling=zscore"])
+    with pytest.raises(ConfigError, match="data.scaling='zscore' is invalid"):
+        validate_config(cfg)
+    with open_dict(cfg):
+        cfg.data._target_ = "my_lab.data.ZScoredImages"  # a user's datamodule may define its own scalings
+    validate_config(cfg)

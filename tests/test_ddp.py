@@ -45,3 +45,23 @@ def test_two_process_ddp_keeps_weights_identical_and_parzen_equal_on_every_rank(
     cells = [cell.strip() for cell in selection.stdout.strip().splitlines()[-1].strip("|").split("|")]
     assert float(cells[2]) == pytest.approx(float(end[0]["metrics"]["val/parzen_ll"]), abs=1e-3)
     assert cells[3] == f"{float(tests[0]['test/parzen_ll']):.1f} +- {float(tests[0]['test/parzen_se']):.1f}"
+
+
+@pytest.mark.parametrize("objective", [["model/objective=hinge"], ["model/objective=least_squares"],
+                                       ["model/objective=wasserstein_gp", "model.objective.r1_gamma=1.0",
+                                        "model.objective.r1_interval=2"]],
+                         ids=["hinge", "least_squares", "wasserstein_gp_r1"])  # fmt: skip
+def test_two_process_ddp_keeps_ranks_identical_with_each_objective(objective, tiny_mnist_root, tmp_path):
+    """The penalties' double backward goes through DDP's gradient averaging like the losses do."""
+    run_dir = tmp_path / "ddp"
+    run_dir.mkdir()
+    result = run_cli(
+        "gan-train", "debug=fast", "trainer=ddp_cpu", f"hydra.run.dir={run_dir}", *tiny_data_overrides(tiny_mnist_root),
+        "data.batch_size=20", "callbacks=none", "test=false", "+callbacks.ranks._target_=tests.fault_injection.SaveRankState",
+        f"+callbacks.ranks.dirpath={run_dir}", *objective, env=ENV, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    start, end = ([torch.load(run_dir / f"rank{r}_{tag}.pt")["state"] for r in (0, 1)] for tag in ("start", "end"))
+    for name, value in end[0].items():
+        assert torch.equal(value, end[1][name]), f"{name} differs between ranks"
+    assert any(not torch.equal(end[0][n], start[0][n]) for n in end[0] if n.startswith("discriminator."))

@@ -28,7 +28,7 @@ def test_tfd_checkpoint_is_scored_with_sigma_picked_on_the_whole_validation_spli
     assert eval_cfg.callbacks.parzen.test_select_points == 1000  # gan-eval's default is MNIST's protocol
     cfg = config_for_checkpoint(eval_cfg, _stored_run("tfd_paper"))
     assert cfg.callbacks.parzen.test_select_points is None  # TFD: the whole validation split
-    assert cfg.data.fold == 0 and cfg.data.root == "/here"  # the run's data, this machine's root
+    assert cfg.data.fold == 0 and cfg.data.root == "/here"  # the run's data, the local root
     assert cfg.callbacks.parzen.seed == eval_cfg.callbacks.parzen.seed  # sampling stays gan-eval's choice
 
 

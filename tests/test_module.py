@@ -8,7 +8,7 @@ import pytest
 import torch
 from lightning import Callback
 
-from gan.losses import discriminator_loss, generator_loss
+from gan.objectives import GAN2014
 from tests.helpers import RandomImages, cpu_trainer, small_gan
 
 
@@ -54,9 +54,9 @@ def test_simultaneous_update_takes_both_gradients_at_the_same_parameters():
     real = data.images("train")
     # Reference: both gradients at the starting parameters, then plain SGD steps.
     fake = start.generator(z)
-    d_loss = discriminator_loss(start.discriminator(real), start.discriminator(fake.detach()))
+    d_loss = GAN2014().discriminator_loss(start.discriminator(real), start.discriminator(fake.detach()))
     d_grads = torch.autograd.grad(d_loss, list(start.discriminator.parameters()))
-    g_grads = torch.autograd.grad(generator_loss(start.discriminator(fake)), list(start.generator.parameters()))
+    g_grads = torch.autograd.grad(GAN2014().generator_loss(start.discriminator(fake)), list(start.generator.parameters()))
     _one_batch_fit(model, z, data)
     for net, grads in (("discriminator", d_grads), ("generator", g_grads)):
         for p0, p1, g in zip(getattr(start, net).parameters(), getattr(model, net).parameters(), grads):
@@ -71,12 +71,13 @@ def test_alternating_generator_step_sees_the_updated_discriminator():
     data = RandomImages.make(n_train=8, batch_size=8, shuffle=False)
     data.setup()
     real = data.images("train")
-    d_loss = discriminator_loss(start.discriminator(real), start.discriminator(start.generator(z).detach()))
+    d_loss = GAN2014().discriminator_loss(start.discriminator(real), start.discriminator(start.generator(z).detach()))
     d_grads = torch.autograd.grad(d_loss, list(start.discriminator.parameters()))
     with torch.no_grad():
         for p, g in zip(start.discriminator.parameters(), d_grads):
             p -= lr * g
-    g_grads = torch.autograd.grad(generator_loss(start.discriminator(start.generator(z))), list(start.generator.parameters()))
+    g_loss = GAN2014().generator_loss(start.discriminator(start.generator(z)))
+    g_grads = torch.autograd.grad(g_loss, list(start.generator.parameters()))
     _one_batch_fit(model, z, data)
     for p0, p1, g in zip(start.generator.parameters(), model.generator.parameters(), g_grads):
         torch.testing.assert_close(p1, p0 - lr * g, rtol=1e-5, atol=1e-6)
@@ -92,21 +93,10 @@ def test_minimax_generator_loss_saturates_when_the_discriminator_wins():
     norms = {}
     for kind in ("minimax", "non_saturating"):
         model.generator.zero_grad()
-        generator_loss(model.discriminator(model.generator(z)), kind).backward()
+        GAN2014(kind).generator_loss(model.discriminator(model.generator(z))).backward()
         norms[kind] = torch.cat([p.grad.flatten() for p in model.generator.parameters()]).norm().item()
     assert norms["non_saturating"] > 0
     assert norms["minimax"] < 1e-4 * norms["non_saturating"]
-
-
-def test_losses_match_the_value_function():
-    real_logits, fake_logits = torch.tensor([2.0, 0.5]), torch.tensor([-1.0, 0.3])
-    d_real, d_fake = torch.sigmoid(real_logits), torch.sigmoid(fake_logits)
-    value = torch.log(d_real).mean() + torch.log(1 - d_fake).mean()
-    torch.testing.assert_close(discriminator_loss(real_logits, fake_logits), -0.5 * value)
-    torch.testing.assert_close(generator_loss(fake_logits, "minimax"), torch.log(1 - d_fake).mean())
-    torch.testing.assert_close(generator_loss(fake_logits, "non_saturating"), -torch.log(d_fake).mean())
-    with pytest.raises(ValueError, match="unknown g_loss"):
-        generator_loss(fake_logits, "wasserstein")
 
 
 def test_noise_differs_between_ranks_and_repeats_for_a_rank():
@@ -116,14 +106,54 @@ def test_noise_differs_between_ranks_and_repeats_for_a_rank():
     model.batches_seen = 5
     draws = {}
     for rank in (0, 1, 0):
-        with patch.object(type(model), "global_rank", new_callable=PropertyMock, return_value=rank):
-            model._seed_step()
-        draws.setdefault(rank, []).append(model.noise(4))
+        with patch.object(type(model), "global_rank", new_callable=PropertyMock, return_value=rank), model._step_rng():
+            draws.setdefault(rank, []).append(model.noise(4))
     torch.testing.assert_close(draws[0][0], draws[0][1])
     assert not torch.equal(draws[0][0], draws[1][0])
     model.batches_seen = 6  # and from batch to batch
-    model._seed_step()
-    assert not torch.equal(model.noise(4), draws[0][0])
+    with model._step_rng():
+        assert not torch.equal(model.noise(4), draws[0][0])
+
+
+def test_the_step_leaves_the_global_random_stream_as_it_was():
+    """Noise and dropout are seeded per batch in a fork: user code around the step keeps its own stream."""
+    model = small_gan()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    with model._step_rng():
+        model.noise(4)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_a_second_fit_keeps_the_trained_output_bias_and_the_ema():
+    import functools
+
+    from gan.module import GAN
+    from gan.networks import MaxoutDiscriminator, MLPGenerator
+    from gan.noise import NoiseSampler
+
+    data = RandomImages.make(n_train=16, batch_size=8)
+    model = GAN(MLPGenerator(8, (1, 8, 8), hidden_sizes=(32,), hidden_activations=("relu",)),
+                MaxoutDiscriminator((1, 8, 8), hidden_units=(16,)), NoiseSampler(8),
+                functools.partial(torch.optim.SGD, lr=0.1), functools.partial(torch.optim.SGD, lr=0.1),
+                ema_decay=0.5)  # fmt: skip
+    cpu_trainer(limit_train_batches=2).fit(model, data)
+    with torch.no_grad():  # as after a long run: far from the data mean it started at
+        model.generator.output.bias.fill_(0.25)
+        model.generator_ema.module.output.bias.fill_(0.5)
+    trained_bias, trained_ema = model.generator.output.bias.clone(), copy.deepcopy(model.generator_ema.module.state_dict())
+
+    class AtFitStart(Callback):  # after setup, before any step of the second fit
+        def on_fit_start(self, trainer, pl_module):
+            self.bias = pl_module.generator.output.bias.clone()
+            self.ema = copy.deepcopy(pl_module.generator_ema.module.state_dict())
+
+    seen = AtFitStart()
+    cpu_trainer(limit_train_batches=2, callbacks=[seen]).fit(model, data)
+    torch.testing.assert_close(seen.bias, trained_bias)
+    for name, value in seen.ema.items():
+        torch.testing.assert_close(value, trained_ema[name])
 
 
 def test_generator_output_bias_starts_at_the_data_mean():

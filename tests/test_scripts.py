@@ -1,4 +1,4 @@
-"""The reproduce and benchmark scripts run end to end (tiny settings; the real numbers are in the README)."""
+"""The reproduce and benchmark scripts run end to end (tiny settings; measured numbers: docs/results.md, docs/performance.md)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from gan.losses import discriminator_loss
+from gan.objectives import GAN2014
 from gan.networks import MaxoutDiscriminator
 
 DATA = (2.0, 0.5)
@@ -29,7 +29,7 @@ def train_discriminator(generator_params: tuple[float, float], steps: int = 1500
     for _ in range(steps):
         real = mu + sigma * torch.randn(1024, 1)
         fake = a * torch.randn(1024, 1) + b  # G(z)
-        loss = discriminator_loss(d(real), d(fake))
+        loss = GAN2014().discriminator_loss(d(real), d(fake))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -6,12 +6,16 @@ kernels one by one (about 5 ms a step on an H200); replaying a captured step lau
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from lightning import Callback
 from torch.optim import Optimizer
+
+from gan.errors import ConfigError
 
 StepOutputs = tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]  # losses, D's logits
 Update = Callable[[torch.Tensor, bool], StepOutputs]
@@ -125,3 +129,77 @@ class GraphedUpdate:
         torch.cuda.set_rng_state(rng, real.device)  # the replay draws from the seed the module set for this step
         self.captures += 1
         return _Captured(graph, static_real, losses, logits)
+
+
+# --- what the module needs around a graphed step: checks, fused optimizers, checkpoints -----------------------
+FUSED_CUDA_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+# Callback hooks that run inside the device work of a step: a replayed graph would skip them.
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")
+
+
+def check_capturable(module) -> None:
+    """Refuse in one line what a captured step cannot do: optimizers without a fused CUDA step, a CPU or several
+    processes, objectives with a gradient penalty (a double backward not yet verified under capture), and
+    callbacks with per-step hooks (they would run once, at capture)."""
+    for name, factory in (("g_optimizer", module.g_optimizer), ("d_optimizer", module.d_optimizer)):
+        if getattr(factory, "func", factory) not in FUSED_CUDA_OPTIMIZERS:
+            raise ConfigError(f"model.cuda_graph=true needs optimizers with a fused CUDA step (SGD, Adam, AdamW); "
+                              f"model.{name} has none. Fix: pick one of those, or model.cuda_graph=false")
+    if module.objective.has_regularizer:
+        raise ConfigError(f"model.cuda_graph=true does not capture D regularisers (gradient penalty, R1) of "
+                          f"{module.objective!r}. Fix: model.cuda_graph=false, or an objective without one")
+    trainer = module.trainer
+    for callback in trainer.callbacks:
+        hooks = [hook for hook in STEP_HOOKS if getattr(type(callback), hook, None) is not getattr(Callback, hook)]
+        if hooks:
+            raise ConfigError(f"model.cuda_graph=true replays captured steps, so {type(callback).__name__}."
+                              f"{hooks[0]} would run once at capture instead of every step. Fix: remove that "
+                              "callback, or model.cuda_graph=false")
+    device, world = trainer.strategy.root_device, trainer.world_size
+    if device.type != "cuda" or world != 1:
+        raise ConfigError(f"model.cuda_graph=true needs one CUDA GPU, but this run is on {device.type} with "
+                          f"{world} process(es). Fix: add trainer=gpu trainer.devices=1, or model.cuda_graph=false")
+
+
+def optimizer_options(factory, use_cuda_graph: bool) -> dict[str, bool]:
+    """Graph capture needs the fused optimizers (they read the learning rate from a device tensor)."""
+    if not use_cuda_graph:
+        return {}
+    accepted = inspect.signature(getattr(factory, "func", factory)).parameters
+    return {"fused": True, **({"capturable": True} if "capturable" in accepted else {})}
+
+
+def implementation_flags(factory, use_cuda_graph: bool) -> dict:
+    """fused / capturable / foreach as this run builds the optimizer, defaults included."""
+    accepted = inspect.signature(getattr(factory, "func", factory)).parameters
+    given = {**getattr(factory, "keywords", {}), **optimizer_options(factory, use_cuda_graph)}
+    return {flag: given.get(flag, accepted[flag].default) for flag in ("fused", "capturable", "foreach")
+            if flag in accepted}  # fmt: skip
+
+
+def keep_implementation_flags(checkpoint: dict, factories, use_cuda_graph: bool) -> None:
+    """Loading an optimizer's state replaces its param groups with the saved ones, flags included: a run resumed
+    with model.cuda_graph switched on (or off) must keep the implementation it was built with. Lightning calls
+    the module's on_load_checkpoint before it loads the optimizers, whose state torch then casts to match."""
+    for state, factory in zip(checkpoint.get("optimizer_states", []), factories):
+        for group in state.get("param_groups", []):
+            group.update(implementation_flags(factory, use_cuda_graph))
+
+
+def plain_learning_rates(checkpoint: dict) -> None:
+    """model.cuda_graph keeps learning rates in device tensors; checkpoints hold plain numbers either way."""
+    for state in checkpoint.get("optimizer_states", []):
+        for group in state.get("param_groups", []):
+            group.update({key: value.item() for key, value in group.items() if isinstance(value, torch.Tensor)})
+    for state in checkpoint.get("lr_schedulers", []):
+        if "_last_lr" in state:
+            state["_last_lr"] = [lr.item() if isinstance(lr, torch.Tensor) else lr for lr in state["_last_lr"]]
+
+
+def count_replayed_step(optimizers, generator_turn: bool) -> None:
+    """A replayed graph steps the optimizers without Lightning seeing it; these are the calls with which
+    LightningOptimizer.step keeps Lightning's optimizer-step count (trainer.global_step) in manual mode."""
+    opt_g, opt_d = optimizers
+    for optimizer in (opt_d, opt_g) if generator_turn else (opt_d,):
+        optimizer._on_before_step()
+        optimizer._on_after_step()

@@ -42,13 +42,13 @@ def _command_line() -> list[str]:
 
 
 def config_for_checkpoint(cfg: DictConfig, checkpoint: dict, overrides: list[str] | None = None) -> DictConfig:
-    """Use the model, data and Parzen protocol of the run that wrote the checkpoint, with this machine's
+    """Use the model, data and Parzen protocol of the run that wrote the checkpoint, with the local
     data.root; what the command line (`overrides`, by default gan-eval's own) sets explicitly wins."""
     from gan.callbacks.run_config import StoreRunConfig
 
     overrides = _command_line() if overrides is None else overrides
     sets = lambda *prefixes: any(o.lstrip("~+").startswith(prefixes) for o in overrides)  # noqa: E731
-    stored = checkpoint.get(StoreRunConfig.KEY)
+    stored = StoreRunConfig.stored(checkpoint)
     if stored is None or sets(*EXPLICIT_CHOICES):
         return cfg
     cfg = cfg.copy()
@@ -101,7 +101,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from gan.callbacks.parzen import ParzenLogLikelihood
     from gan.callbacks.quality import SampleQuality
     from gan.utils.checkpoints import architecture_errors_explained, load_checkpoint
-    from gan.utils.instantiate import instantiate_callbacks, instantiate_loggers
+    from gan.utils.instantiate import build, instantiate_callbacks, instantiate_loggers
 
     checkpoint = load_checkpoint(cfg.ckpt_path)
     cfg = config_for_checkpoint(cfg, checkpoint)
@@ -110,8 +110,8 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.get("seed") is not None:
         seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
+    datamodule = build(cfg.data, "data")
+    model = build(cfg.model, "model")
     model.sample_from_ema = cfg.use_ema
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.get("logger")) or False)

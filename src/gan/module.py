@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from lightning import LightningModule
 from torch import nn
 from torch.optim import Optimizer
 
+from gan import cuda_graph
 from gan.cuda_graph import GraphedUpdate, StepOutputs
 from gan.ema import GeneratorEMA
-from gan.errors import ConfigError
-from gan.losses import discriminator_loss, generator_loss
 from gan.networks.layers import apply_max_norm, has_max_norm
+from gan.objectives import GAN2014, Objective
 from gan.utils.nvml import drop_futile_nvml_check
-
-FUSED_CUDA_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 
 
 class GAN(LightningModule):
-    """Trains `generator` against `discriminator` with manual optimization.
+    """Trains `generator` against `discriminator` on `objective` (default: the paper's) with manual optimization.
 
     update_scheme="alternating" is Algorithm 1: every batch is one discriminator step (fresh data, fresh
     noise); after every k-th, one generator step on fresh noise.
@@ -29,8 +27,9 @@ class GAN(LightningModule):
     taken at the current parameters (G's through the same dropout-masked D pass), then both nets step.
     With k > 1 the batches in between are discriminator-only steps. Either way: k D steps per G step.
 
-    Randomness inside a step (noise, dropout) is seeded by (seed, rank, batch count): ranks draw different
-    noise, and a resumed run repeats an uninterrupted one exactly.
+    Randomness inside a step (noise, dropout, a gradient penalty's interpolation) is seeded by (seed, rank, batch
+    count) inside a fork of the global RNG: ranks draw different noise, a resumed run repeats an uninterrupted
+    one exactly, and code outside the step sees the global RNG as it left it.
     """
 
     def __init__(
@@ -42,9 +41,9 @@ class GAN(LightningModule):
         d_optimizer: Callable[..., Optimizer],
         g_scheduler: Callable | None = None,
         d_scheduler: Callable | None = None,
+        objective: Objective | None = None,
         update_scheme: str = "simultaneous",
         k: int = 1,
-        g_loss: str = "non_saturating",
         seed: int = 0,
         ema_decay: float | None = None,
         compile: bool = False,
@@ -53,9 +52,10 @@ class GAN(LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.generator, self.discriminator, self.noise = generator, discriminator, noise
+        self.objective = objective if objective is not None else GAN2014()
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.g_scheduler, self.d_scheduler = g_scheduler, d_scheduler
-        self.update_scheme, self.k, self.g_loss, self.seed = update_scheme, k, g_loss, seed
+        self.update_scheme, self.k, self.seed = update_scheme, k, seed
         self.compile_networks, self.use_cuda_graph = compile, cuda_graph
         self.graphed_update: GraphedUpdate | None = None  # set up for fitting when model.cuda_graph
         self.generator_ema = None
@@ -69,15 +69,15 @@ class GAN(LightningModule):
     # --- the GAN step -------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
-        self._seed_step()
         generator_turn = (self.batches_seen + 1) % self.k == 0
-        losses, d_logits = (self.graphed_update or self._update)(real, generator_turn)
+        with self._step_rng():
+            losses, d_outputs = (self.graphed_update or self._update)(real, generator_turn)
         self._advance_schedules(generator_turn)
         # Only on the batches Lightning writes to the loggers: self.log costs ~1 ms a call on the hot path, and
         # D's mean outputs are tensor ops that no other batch needs.
         every = self.trainer.log_every_n_steps  # 0: logging off
         if every and (self.batches_seen + 1) % every == 0:
-            stats = {**losses, **self._d_outputs(*d_logits)}
+            stats = {**losses, **self.objective.d_statistics(*d_outputs)}
             self.log_dict({**{f"train/{name}": value for name, value in stats.items()}, **self._optimizer_settings()})
         self.batches_seen += 1
         return losses
@@ -86,58 +86,69 @@ class GAN(LightningModule):
         """The device work of one batch: D steps, and G too on its turn (model.cuda_graph captures this)."""
         if self.update_scheme == "simultaneous" and generator_turn:
             return self._simultaneous_step(real)
-        losses, d_logits = self._discriminator_step(real)
+        losses, d_outputs = self._discriminator_step(real)
         if generator_turn:
             losses["g_loss"] = self._generator_step(real.shape[0])
-        return losses, d_logits
+        return losses, d_outputs
 
-    def _discriminator_step(self, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+    def _discriminator_step(self, real: torch.Tensor) -> StepOutputs:
         opt_d = self.optimizers()[1]
         with torch.no_grad():  # G gets no gradient here, so there is nothing to toggle off
             fake = self.generator(self.noise(real.shape[0]))
-        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
-        d_loss = discriminator_loss(real_logits, fake_logits)
+        real_out, fake_out = self.discriminator(real), self.discriminator(fake)
+        d_loss = self.objective.discriminator_loss(real_out, fake_out)
+        penalties = self.objective.regularizer(self.discriminator, real, fake, self.steps["d"])
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss)
+        self.manual_backward(d_loss + sum(penalties.values()))
         self._step("d", opt_d)
-        return {"d_loss": d_loss.detach()}, (real_logits.detach(), fake_logits.detach())
+        losses = {"d_loss": d_loss.detach(), **{name: term.detach() for name, term in penalties.items()}}
+        return losses, (real_out.detach(), fake_out.detach())
 
     def _generator_step(self, batch_size: int) -> torch.Tensor:
         opt_g = self.optimizers()[0]
         with self.toggled_optimizer(opt_g):  # D's weights stay out of G's backward pass
-            g_loss = generator_loss(self.discriminator(self.generator(self.noise(batch_size))), self.g_loss)
+            g_loss = self.objective.generator_loss(self.discriminator(self.generator(self.noise(batch_size))))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             self._step("g", opt_g)
         return g_loss.detach()
 
-    def _simultaneous_step(self, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+    def _simultaneous_step(self, real: torch.Tensor) -> StepOutputs:
         opt_g, opt_d = self.optimizers()
         fake = self.generator(self.noise(real.shape[0]))
         # D sees a detached copy so each backward reaches one network only (DDP's reducer needs that);
         # G's gradient is carried across by hand: dL_G/dfake through D's own masked forward pass.
         fake_input = fake.detach().requires_grad_()
-        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake_input)
-        d_loss = discriminator_loss(real_logits, fake_logits)
-        g_loss = generator_loss(fake_logits, self.g_loss)
+        real_out, fake_out = self.discriminator(real), self.discriminator(fake_input)
+        d_loss, g_loss = self.objective.discriminator_loss(real_out, fake_out), self.objective.generator_loss(fake_out)
         (grad_fake,) = torch.autograd.grad(g_loss, fake_input, retain_graph=True)
+        # A regulariser sees the fake images detached: it trains D only, so G's carried gradient stays exact.
+        penalties = self.objective.regularizer(self.discriminator, real, fake_input.detach(), self.steps["d"])
         opt_d.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)
         # One backward for both nets: the two terms share no weights (fake_input is a leaf), so D's weights get
         # dL_D/dθ_D and G's get dL_G/dθ_G, (fake * grad_fake).sum() having exactly that gradient w.r.t. θ_G.
-        self.manual_backward(d_loss + (fake * grad_fake).sum())
+        self.manual_backward(d_loss + sum(penalties.values()) + (fake * grad_fake).sum())
         self._step("d", opt_d)
         self._step("g", opt_g)
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}, (real_logits.detach(), fake_logits.detach())
+        losses = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+                  **{name: term.detach() for name, term in penalties.items()}}  # fmt: skip
+        return losses, (real_out.detach(), fake_out.detach())
 
     # --- helpers of the step ------------------------------------------------------------------------------------
-    def _seed_step(self) -> None:
+    @contextlib.contextmanager
+    def _step_rng(self) -> Iterator[None]:
+        """A fork of the global RNG seeded for this batch; restored afterwards, so code outside the step (a user's
+        callback, another model) keeps its own random stream."""
         seed = hash((self.seed, self.global_rank, self.batches_seen)) % 2**63
-        torch.default_generator.manual_seed(seed)
-        # torch.manual_seed also seeds CUDA; with CUDA built in but not in use, that is a lazy call that records
-        # a stack trace each time (several ms a step). Accelerators in use are initialised, so it is cheap there.
-        if self.device.type != "cpu":
-            torch.manual_seed(seed)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.default_generator.manual_seed(seed)
+            # torch.manual_seed also seeds CUDA; with CUDA built in but not in use, that is a lazy call that records
+            # a stack trace each time (several ms a step). Accelerators in use are initialised, so it is cheap there.
+            if devices:
+                torch.manual_seed(seed)
+            yield
 
     def _step(self, net: str, optimizer) -> None:
         optimizer.step()
@@ -156,14 +167,6 @@ class GAN(LightningModule):
                 scheduler.step()
             self.steps[net] += 1
 
-    def _count_replayed_step(self, generator_turn: bool) -> None:
-        # A replayed graph steps the optimizers without Lightning seeing it; these are the calls with which
-        # LightningOptimizer.step keeps Lightning's optimizer-step count (trainer.global_step) in manual mode.
-        opt_g, opt_d = self.optimizers()
-        for optimizer in (opt_d, opt_g) if generator_turn else (opt_d,):
-            optimizer._on_before_step()
-            optimizer._on_after_step()
-
     def _optimizer_settings(self) -> dict[str, float]:
         """train/lr_{g,d} and train/momentum_{g,d} (Adam: beta1) as they are now: Python floats, no host sync
         (with model.cuda_graph the learning rates live on the GPU and are read back here, on logged batches)."""
@@ -176,10 +179,6 @@ class GAN(LightningModule):
                 settings[f"train/momentum_{net}"] = float(momentum)
         return settings
 
-    @staticmethod
-    def _d_outputs(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
-
     # --- evaluation: D on held-out real data vs fresh samples -------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate_d(batch, "val")
@@ -190,8 +189,8 @@ class GAN(LightningModule):
     def _evaluate_d(self, batch, stage: str) -> None:
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
         fake = self.sample(real.shape[0], ema=False)  # the G that D is trained against, not its average
-        d_real, d_fake = self._d_outputs(self.discriminator(real), self.discriminator(fake)).values()
-        self.log_dict({f"{stage}/d_real": d_real, f"{stage}/d_fake": d_fake}, sync_dist=True)
+        stats = self.objective.d_statistics(self.discriminator(real), self.discriminator(fake))
+        self.log_dict({f"{stage}/{name}": value for name, value in stats.items()}, sync_dist=True)
 
     @torch.no_grad()
     def sample(self, n: int, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
@@ -210,12 +209,15 @@ class GAN(LightningModule):
     def setup(self, stage: str) -> None:
         drop_futile_nvml_check()
         if stage == "fit" and self.use_cuda_graph:
-            self._check_cuda_graph_fits()
+            cuda_graph.check_capturable(self)
             self.graphed_update = GraphedUpdate(
-                self._update, optimizers=lambda: self.trainer.optimizers, count_step=self._count_replayed_step
+                self._update, optimizers=lambda: self.trainer.optimizers,
+                count_step=lambda generator_turn: cuda_graph.count_replayed_step(self.optimizers(), generator_turn),
             )
+        # A new run starts G's output bias at the data (released code); a second fit of a trained model keeps it.
         datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and datamodule is not None and hasattr(self.generator, "init_output_bias"):
+        untrained = self.batches_seen == 0
+        if stage == "fit" and untrained and datamodule is not None and hasattr(self.generator, "init_output_bias"):
             self.generator.init_output_bias(datamodule.pixel_mean())
             if self.generator_ema is not None:
                 self.generator_ema.module.load_state_dict(self.generator.state_dict())
@@ -225,33 +227,11 @@ class GAN(LightningModule):
             self.generator.compile()
             self.discriminator.compile()
 
-    def _check_cuda_graph_fits(self) -> None:
-        for name, optimizer in (("g_optimizer", self.g_optimizer), ("d_optimizer", self.d_optimizer)):
-            if getattr(optimizer, "func", optimizer) not in FUSED_CUDA_OPTIMIZERS:
-                raise ConfigError(f"model.cuda_graph=true needs optimizers with a fused CUDA step (SGD, Adam, AdamW); "
-                                  f"model.{name} has none. Fix: pick one of those, or model.cuda_graph=false")
-        device, world = self.trainer.strategy.root_device, self.trainer.world_size
-        if device.type != "cuda" or world != 1:
-            raise ConfigError(f"model.cuda_graph=true needs one CUDA GPU, but this run is on {device.type} with "
-                              f"{world} process(es). Fix: add trainer=gpu trainer.devices=1, or model.cuda_graph=false")
-
-    def _optimizer_options(self, optimizer) -> dict[str, bool]:
-        """Graph capture needs the fused optimizers (they read the learning rate from a device tensor)."""
-        if not self.use_cuda_graph:
-            return {}
-        accepted = inspect.signature(getattr(optimizer, "func", optimizer)).parameters
-        return {"fused": True, **({"capturable": True} if "capturable" in accepted else {})}
-
-    def _implementation_flags(self, optimizer) -> dict:
-        """fused / capturable / foreach as this run builds `optimizer`, defaults included."""
-        accepted = inspect.signature(getattr(optimizer, "func", optimizer)).parameters
-        given = {**getattr(optimizer, "keywords", {}), **self._optimizer_options(optimizer)}
-        flags = [flag for flag in ("fused", "capturable", "foreach") if flag in accepted]
-        return {flag: given.get(flag, accepted[flag].default) for flag in flags}
-
     def configure_optimizers(self):
-        opt_g = self.g_optimizer(params=self.generator.parameters(), **self._optimizer_options(self.g_optimizer))
-        opt_d = self.d_optimizer(params=self.discriminator.parameters(), **self._optimizer_options(self.d_optimizer))
+        opt_g = self.g_optimizer(params=self.generator.parameters(),
+                                 **cuda_graph.optimizer_options(self.g_optimizer, self.use_cuda_graph))
+        opt_d = self.d_optimizer(params=self.discriminator.parameters(),
+                                 **cuda_graph.optimizer_options(self.d_optimizer, self.use_cuda_graph))
         self.net_schedulers = {
             "g": self.g_scheduler(optimizer=opt_g) if self.g_scheduler is not None else None,
             "d": self.d_scheduler(optimizer=opt_d) if self.d_scheduler is not None else None,
@@ -268,21 +248,10 @@ class GAN(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["gan_counters"] = {"batches_seen": self.batches_seen, **self.steps}
-        # model.cuda_graph keeps learning rates in device tensors; checkpoints hold plain numbers either way
-        for state in checkpoint.get("optimizer_states", []):
-            for group in state.get("param_groups", []):
-                group.update({key: value.item() for key, value in group.items() if isinstance(value, torch.Tensor)})
-        for state in checkpoint.get("lr_schedulers", []):
-            if "_last_lr" in state:
-                state["_last_lr"] = [lr.item() if isinstance(lr, torch.Tensor) else lr for lr in state["_last_lr"]]
+        cuda_graph.plain_learning_rates(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Loading an optimizer's state replaces its param groups with the saved ones, flags included: a run
-        # resumed with model.cuda_graph switched on (or off) must keep the implementation it was built with.
-        # Lightning calls this hook before it loads the optimizers, whose state torch then casts to match.
-        for state, optimizer in zip(checkpoint.get("optimizer_states", []), (self.g_optimizer, self.d_optimizer)):
-            for group in state.get("param_groups", []):
-                group.update(self._implementation_flags(optimizer))
+        cuda_graph.keep_implementation_flags(checkpoint, (self.g_optimizer, self.d_optimizer), self.use_cuda_graph)
         counters = checkpoint.get("gan_counters", {})
         self.batches_seen = counters.get("batches_seen", 0)
         self.steps = {"g": counters.get("g", 0), "d": counters.get("d", 0)}

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from gan.config import validate_config
+from gan.config import refuse_renamed_keys, validate_config
 from gan.errors import ConfigError
 from gan.utils.run import print_config, user_errors_reported
 
@@ -80,7 +81,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from gan.callbacks.run_config import StoreRunConfig
     from gan.utils.checkpoints import architecture_errors_explained
     from gan.utils.cluster import cluster_plugins
-    from gan.utils.instantiate import instantiate_callbacks, instantiate_loggers
+    from gan.utils.instantiate import build, instantiate_callbacks, instantiate_loggers
 
     if cfg.get("extras", {}).get("print_config"):
         print_config(cfg)
@@ -88,13 +89,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg)
 
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
+    datamodule = build(cfg.data, "data")
+    model = build(cfg.model, "model")
     run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), StoreRunConfig(run_config)]
     loggers = instantiate_loggers(cfg.get("logger"))
     plugins = [*instantiate(cfg.trainer.get("plugins") or []), *cluster_plugins()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=plugins)
     for logger in loggers:
         logger.log_hyperparams(run_config)
 
@@ -134,10 +135,16 @@ def _finish_wandb(loggers) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://gan.conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> float | None:
     with user_errors_reported():
         metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric"))
+
+
+def main() -> float | None:
+    with user_errors_reported():  # before Hydra, which would only say that a moved key is unknown
+        refuse_renamed_keys(sys.argv[1:])
+    return _main()
 
 
 if __name__ == "__main__":

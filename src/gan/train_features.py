@@ -1,7 +1,7 @@
 """gan-train-features: train and cache the feature network of the sample-quality metrics.
 
-    gan-train-features data=mnist data.root=../shared/data
-    gan-train-features data=fashion_mnist data.root=../shared/data features.epochs=10
+    gan-train-features data=mnist data.root=/path/to/data
+    gan-train-features data=fashion_mnist data.root=/path/to/data features.epochs=10
 
 A small CNN classifier (gan.metrics.features.FeatureClassifier) is trained with Adam on the same training
 split the GAN sees (MNIST: train[0:50000]; labels read with torchvision from data.root), checked on the

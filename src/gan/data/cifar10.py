@@ -67,7 +67,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
     def _missing_message(self, why: str) -> str:
         return (
             f"{self.name} not found in {self.folder.resolve()} and {why}. Fix: set data.root to the folder that "
-            f"holds {datasets.CIFAR10.base_folder}/ (e.g. data.root=../shared/data) or go online so torchvision "
+            f"holds {datasets.CIFAR10.base_folder}/ (e.g. data.root=/path/to/data) or go online so torchvision "
             "can download it"
         )
 

@@ -84,7 +84,7 @@ class MNISTDataModule(InMemoryImageDataModule):
     def _missing_message(self, why: str) -> str:
         return (
             f"{self.name} not found in {self.raw_folder.resolve()} and {why}. Fix: set data.root to the folder "
-            f"that holds {self.torchvision_class.__name__}/raw/ (e.g. data.root=../shared/data) or go online "
+            f"that holds {self.torchvision_class.__name__}/raw/ (e.g. data.root=/path/to/data) or go online "
             "so torchvision can download it"
         )
 

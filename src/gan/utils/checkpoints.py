@@ -55,13 +55,13 @@ def architecture_errors_explained(ckpt_path: str | Path | None) -> Iterator[None
 
 def model_and_data_from_checkpoint(ckpt_path: str | Path, data_root: str | None = None):
     """Rebuild the LightningModule (weights loaded, eval mode) and the DataModule of the run that wrote
-    `ckpt_path`, from the config gan-train stores in every checkpoint; `data_root` points at this machine's data."""
+    `ckpt_path`, from the config gan-train stores in every checkpoint; `data_root` points at the local data."""
     from hydra.utils import instantiate
 
     from gan.callbacks.run_config import StoreRunConfig
 
     checkpoint = load_checkpoint(ckpt_path)
-    stored = checkpoint.get(StoreRunConfig.KEY)
+    stored = StoreRunConfig.stored(checkpoint)
     if stored is None:
         raise CheckpointError(f"{ckpt_path} holds no run config (not written by gan-train). Fix: use gan-eval with "
                               "the experiment=... it was trained with")  # fmt: skip
