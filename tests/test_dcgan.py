@@ -12,7 +12,14 @@ from torch.nn.utils import parametrize
 
 from gan.errors import ConfigError
 from gan.networks import DCGANDiscriminator, DCGANGenerator
-from tests.helpers import RandomImages, compose_train, cpu_trainer, run_cli, tiny_data_overrides, write_tiny_mnist
+from tests.helpers import (
+    RandomImages,
+    compose_train,
+    cpu_trainer,
+    run_cli,
+    tiny_data_overrides,
+    write_tiny_mnist,
+)
 
 # image side -> (stride-2 stages, start map side)
 PLANS = {28: (2, 7), 32: (3, 4), 48: (3, 6), 64: (4, 4)}

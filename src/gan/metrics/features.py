@@ -171,19 +171,18 @@ def inception_extractor(weights: str | Path | None = None) -> InceptionFeatures:
             "feature=inception needs the torch-fidelity package. Fix: pip install 'gan-lightning[inception]' "
             "(or torch-fidelity), or use feature=trained (train it with gan-train-features data=...)"
         ) from None
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FeatureNetworkUnavailable(f"no Inception-v3 weights file at {path}. Fix: {GET_WEIGHTS}")
+    path = str(Path(weights).expanduser()) if weights is not None else None
+    if path is not None and not Path(path).is_file():
+        raise FeatureNetworkUnavailable(f"no Inception-v3 weights file at {path}. Fix: {GET_WEIGHTS}")
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     try:
         metric = FrechetInceptionDistance(feature=2048, normalize=True, sync_on_compute=False,
-                                          feature_extractor_weights_path=str(path) if weights is not None else None)
+                                          feature_extractor_weights_path=path)  # fmt: skip
     except Exception as error:  # the download failing offline, a file of another format, ...
-        where = f"the weights file {path} is unreadable" if weights is not None else "the weights' download failed"
+        where = f"the weights file {path} is unreadable" if path else "the weights' download failed"
         raise FeatureNetworkUnavailable(f"feature=inception: {where} ({_first_line(error)}). Fix: {GET_WEIGHTS}") from None
-    return InceptionFeatures(metric.inception, {"path": str(path) if weights is not None else INCEPTION_WEIGHTS_URL})
+    return InceptionFeatures(metric.inception, {"path": path or INCEPTION_WEIGHTS_URL})
 
 
 # --- the cache ---------------------------------------------------------------------------------------------------
