@@ -347,16 +347,23 @@ def test_inception_features_come_from_the_weights_file_and_feed_every_metric(inc
     assert results[0].fid != pytest.approx(results[1].fid, rel=1e-3)  # two files, two feature spaces
 
 
-def test_callback_with_feature_inception_logs_fid_kid_pr_through_lightning(inception_weights, tiny_mnist_root, tmp_path):
+def test_inception_weights_setting_reaches_the_callback(tmp_path):
     from gan.callbacks.quality import SampleQuality
-    from gan.data import MNISTDataModule
     from gan.utils.instantiate import instantiate_callbacks
     from tests.helpers import compose_train
 
+    weights = tmp_path / "weights.pth"
     cfg = compose_train(["callbacks=[default,quality]", "callbacks.quality.feature=inception", f"paths.output_dir={tmp_path}",
-                         f"callbacks.quality.inception_weights={inception_weights[0]}"])  # fmt: skip
+                         f"callbacks.quality.inception_weights={weights}"])  # fmt: skip
     composed = next(c for c in instantiate_callbacks(cfg.callbacks) if isinstance(c, SampleQuality))
-    assert composed.inception_weights == str(inception_weights[0]) and composed.feature == "inception"
+    assert composed.inception_weights == str(weights) and composed.feature == "inception"
+
+
+@pytest.mark.slow  # Inception-v3 at 299x299 on the CPU, built twice
+def test_callback_with_feature_inception_logs_fid_kid_pr_through_lightning(inception_weights, tiny_mnist_root):
+    from gan.callbacks.quality import SampleQuality
+    from gan.data import MNISTDataModule
+
     callback = SampleQuality(feature="inception", inception_weights=str(inception_weights[0]), test_samples=5,
                              test_points=5, k=2, kid_subsets=3, kid_subset_size=4, feature_batch_size=5)  # fmt: skip
     data = MNISTDataModule(root=str(tiny_mnist_root), verify=False, download=False, val_size=200, batch_size=50)
@@ -366,6 +373,7 @@ def test_callback_with_feature_inception_logs_fid_kid_pr_through_lightning(incep
     assert {"test/fid", "test/kid", "test/kid_std", "test/precision", "test/recall"} <= logged
     assert "test/inception_score" not in logged and callback.last_result.n_real == 5
     assert float(trainer.callback_metrics["test/fid"]) == pytest.approx(callback.last_result.fid)
+    assert callback.extractor.info["path"] == str(inception_weights[0])
 
 
 def test_inception_without_its_file_its_package_or_a_dataset_network_fails_in_one_line(tmp_path, monkeypatch):
