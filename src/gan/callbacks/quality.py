@@ -27,8 +27,9 @@ class SampleQuality(Callback):
     `test/` at test time (`test_samples` samples vs the test set, or its first `test_points`).
 
     The feature network: `feature=trained` loads the dataset's classifier from `cache_dir` (train it with
-    `gan-train-features data=<dataset>`); `feature=inception` uses torchmetrics' Inception-v3 (online only; no
-    Inception-style score or class coverage then). Without a cached network, `if_missing=error` stops at
+    `gan-train-features data=<dataset>`); `feature=inception` uses torchmetrics' Inception-v3, any dataset, with
+    the weights file `inception_weights` (downloaded on first use when null; no Inception-style score or class
+    coverage then). Without a cached network, `if_missing=error` stops at
     start-up with the command to run, `if_missing=skip` warns once and logs nothing (gan-eval's setting).
     Images are compared in [0, 1] (`datamodule.to_unit_range`: exact for unit/symmetric scaling, a per-image
     min-max stretch for gcn, applied to real and generated images alike).
@@ -38,6 +39,7 @@ class SampleQuality(Callback):
         self,
         feature: str = "trained",
         cache_dir: str = "~/.cache/gan",
+        inception_weights: str | None = None,
         if_missing: str = "error",
         every_n_epochs: int = 5,
         val_samples: int = 5000,
@@ -59,6 +61,7 @@ class SampleQuality(Callback):
             if not (isinstance(value, int) and value >= 1):
                 raise ConfigError(f"callbacks.quality.{name}={value!r} is invalid: must be an integer >= 1")
         self.feature, self.cache_dir, self.if_missing = feature, cache_dir, if_missing
+        self.inception_weights = inception_weights
         self.every_n_epochs, self.val_samples, self.val_points = every_n_epochs, val_samples, val_points
         self.test_samples, self.test_points = test_samples, test_points
         self.options = {"k": k, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size,
@@ -74,7 +77,7 @@ class SampleQuality(Callback):
         if self.extractor is not None or self.skipped is not None:
             return
         try:
-            self.extractor = build_extractor(self.feature, self.cache_dir, trainer.datamodule)
+            self.extractor = build_extractor(self.feature, self.cache_dir, trainer.datamodule, self.inception_weights)
         except MissingFeatureNetwork as error:
             if self.if_missing == "error":
                 raise

@@ -1,7 +1,8 @@
 """The feature space of the sample-quality metrics: a small CNN classifier trained on the dataset itself.
 
-FID and friends are usually computed in the pool features of an ImageNet Inception-v3, which needs the
-network (a download) and says little about 28x28 digits. Here each dataset gets its own classifier,
+FID and friends are usually computed in the pool features of an ImageNet Inception-v3, which needs its
+weights (a download, or a local file: `InceptionFeatures`, `feature=inception`) and says little about 28x28
+digits; numbers in the two spaces are not comparable. Here each dataset gets its own classifier,
 trained by `gan-train-features data=<dataset>` and cached as `<paths.cache_dir>/features/<dataset>.pt`;
 its penultimate layer (128 ReLU units by default) is the feature space, its softmax the p(y|x) of the
 Inception-style score.
@@ -132,9 +133,10 @@ class InceptionFeatures(nn.Module):
 
     num_classes = None
 
-    def __init__(self, inception: nn.Module) -> None:
+    def __init__(self, inception: nn.Module, info: dict | None = None) -> None:
         super().__init__()
-        self.inception, self.num_features, self.info = inception, 2048, {"feature": "inception"}
+        self.inception, self.num_features = inception, 2048
+        self.info = {"feature": "inception", **(info or {})}
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -148,18 +150,39 @@ class InceptionFeatures(nn.Module):
         return torch.cat([self(images[s : s + batch_size]) for s in range(0, len(images), batch_size)]), None
 
 
-def inception_extractor() -> InceptionFeatures:
-    """torchmetrics' standard FID network (`feature=2048`); a one-line FeatureNetworkUnavailable offline."""
-    try:
-        from torchmetrics.image.fid import FrechetInceptionDistance
+# torch-fidelity's Inception-v3 weights, the FID network's (converted from TensorFlow's 2015-12-05 graph); the
+# file torchmetrics downloads on first use. `callbacks.quality.inception_weights` points at a local copy.
+INCEPTION_WEIGHTS_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
+INCEPTION_SETTING = "callbacks.quality.inception_weights"
+GET_WEIGHTS = f"download {INCEPTION_WEIGHTS_URL} on a machine with internet and set {INCEPTION_SETTING}=/path/to/it"
 
-        return InceptionFeatures(FrechetInceptionDistance(feature=2048, normalize=True).inception)
-    except Exception as error:  # torch-fidelity missing, the weights' download failing, ...
+
+def inception_extractor(weights: str | Path | None = None) -> InceptionFeatures:
+    """torchmetrics' standard FID network (`feature=2048`) with the weights in the file `weights` (torch-fidelity's
+    format: a state_dict saved by torch.save), or downloaded on first use when `weights` is None; any failure is
+    one FeatureNetworkUnavailable line naming the fix. The file is unpickled as torch-fidelity does
+    (weights_only=False): use only files you trust."""
+    try:
+        import torch_fidelity  # noqa: F401  (torchmetrics imports it only when present)
+    except ImportError:
         raise FeatureNetworkUnavailable(
-            f"feature=inception needs torch-fidelity and the Inception-v3 weights (downloaded on first use), "
-            f"which failed here ({_first_line(error)}). Fix: pip install torch-fidelity and go online once, or use "
-            "feature=trained (train it with gan-train-features data=...)"
+            "feature=inception needs the torch-fidelity package. Fix: pip install 'gan-lightning[inception]' "
+            "(or torch-fidelity), or use feature=trained (train it with gan-train-features data=...)"
         ) from None
+    path = str(Path(weights).expanduser()) if weights is not None else None
+    if path is not None and not Path(path).is_file():
+        raise FeatureNetworkUnavailable(f"no Inception-v3 weights file at {path}. Fix: {GET_WEIGHTS}")
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    try:
+        metric = FrechetInceptionDistance(feature=2048, normalize=True, sync_on_compute=False,
+                                          feature_extractor_weights_path=path)  # fmt: skip
+    except Exception as error:  # the download failing offline, a file of another format, ...
+        where = f"the weights file {path} is unreadable" if path else "the weights' download failed"
+        raise FeatureNetworkUnavailable(f"feature=inception: {where} ({_first_line(error)}). Fix: {GET_WEIGHTS}") from None
+    return InceptionFeatures(metric.inception, {"path": path or INCEPTION_WEIGHTS_URL})
 
 
 # --- the cache ---------------------------------------------------------------------------------------------------
@@ -170,8 +193,9 @@ def dataset_key(datamodule_or_name) -> str:
         return name
     if name not in DATASET_KEYS:
         raise MissingFeatureNetwork(
-            f"no feature network is defined for the dataset {name!r}: feature-space metrics support "
-            f"{', '.join(DATASET_KEYS)} (remove the quality callback for this dataset)"
+            f"no trained feature network is defined for the dataset {name!r} (gan-train-features supports "
+            f"{', '.join(DATASET_KEYS)}). Fix: callbacks.quality.feature=inception {INCEPTION_SETTING}=/path/to/"
+            "weights.pth (any images), or remove the quality callback for this dataset"
         )
     return DATASET_KEYS[name]
 
@@ -227,10 +251,12 @@ def load_feature_extractor(cache_dir: str | Path, key: str, shape: Sequence[int]
     return FeatureExtractor(classifier, info={**payload.get("info", {}), "path": str(path)})
 
 
-def build_extractor(feature: str, cache_dir: str | Path, datamodule) -> nn.Module:
-    """`feature=trained`: the dataset's cached classifier; `feature=inception`: torchmetrics' Inception-v3."""
+def build_extractor(feature: str, cache_dir: str | Path, datamodule, inception_weights: str | Path | None = None
+                    ) -> nn.Module:  # fmt: skip
+    """`feature=trained`: the dataset's cached classifier; `feature=inception`: torchmetrics' Inception-v3, its
+    weights read from `inception_weights` (a local file) or downloaded when that is None."""
     if feature == "inception":
-        return inception_extractor()
+        return inception_extractor(inception_weights)
     if feature != "trained":
         from gan.errors import ConfigError
 
