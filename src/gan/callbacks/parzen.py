@@ -58,6 +58,8 @@ class ParzenLogLikelihood(Callback):
     images (MNIST: 1,000; null: the whole validation split, as for TFD), the whole test set (or its first
     `test_points`).
     Pixels are compared in [0, 1] whenever the data scaling is invertible (unit, symmetric).
+    The samples depend on `seed` (the run's) alone, not on the number of processes, so a run resumed on
+    another number of them, and gan-eval on any, compute the same numbers (to float rounding).
     """
 
     def __init__(
