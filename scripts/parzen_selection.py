@@ -6,8 +6,8 @@
 
 A good selector ranks checkpoints as the test protocol does. Everything follows the run's own `parzen`
 settings and seed (its samples do not depend on how many processes it ran on), so the column of the run's
-val_samples repeats the val/parzen_ll it logged for that checkpoint, and the last column gan-train's test stage. Runs that kept an
-EMA generator are scored with it. Prints a markdown table.
+val_samples repeats the val/parzen_ll it logged for that checkpoint, and the last column gan-train's test
+stage. Runs that kept an EMA generator are scored with it. Prints a markdown table.
 """
 
 from __future__ import annotations
