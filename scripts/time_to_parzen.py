@@ -124,7 +124,7 @@ def score_snapshots(args, out: Path) -> tuple[list[dict], list[int]]:
             continue
         key = f"{path.name}@{checkpoint['global_step']}"
         if key not in scores:
-            result = CheckpointParzen(path, args.data_root, args.processes, device=device).test()
+            result = CheckpointParzen(path, args.data_root, device=device).test()
             scores[key] = {"ll": result.ll, "se": result.se, "sigma": result.sigma}
             write_json_atomically(out / SCORES_FILE, scores)
         rows.append({"checkpoint": str(path), "epochs": epochs,
@@ -202,8 +202,6 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/time_to_parzen")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default=None, help="where to score (default: cuda when available, else cpu)")
-    parser.add_argument("--processes", type=positive, default=None, help="the run's GPUs x nodes, where trainer.devices "
-                        "does not say (default: from the run's config)")  # fmt: skip
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)

@@ -11,14 +11,15 @@ from gan.eval import config_for_checkpoint, report
 from tests.helpers import compose_train
 
 
-def _stored_run(experiment: str) -> dict:
+def _stored_run(experiment: str, seed: int = 7) -> dict:
     from omegaconf import OmegaConf
 
     from gan.callbacks.run_config import StoreRunConfig
 
-    run = compose_train([f"experiment={experiment}"])
+    run = compose_train([f"experiment={experiment}", f"seed={seed}"])
     # What StoreRunConfig keeps, for the parts gan-eval reads (the rest needs a running Hydra to resolve).
     stored = {key: OmegaConf.to_container(run[key], resolve=True) for key in ("model", "data")}
+    stored["seed"] = run.seed
     stored["callbacks"] = {"parzen": OmegaConf.to_container(run.callbacks.parzen, resolve=True)}
     return {StoreRunConfig.KEY: stored}
 
@@ -26,10 +27,10 @@ def _stored_run(experiment: str) -> dict:
 def test_tfd_checkpoint_is_scored_with_sigma_picked_on_the_whole_validation_split():
     eval_cfg = compose_train(["ckpt_path=x.ckpt", "data.root=/here"], config_name="eval")
     assert eval_cfg.callbacks.parzen.test_select_points == 1000  # gan-eval's default is MNIST's protocol
-    cfg = config_for_checkpoint(eval_cfg, _stored_run("tfd_paper"))
+    cfg = config_for_checkpoint(eval_cfg, _stored_run("tfd_paper"), ["ckpt_path=x.ckpt", "data.root=/here"])
     assert cfg.callbacks.parzen.test_select_points is None  # TFD: the whole validation split
     assert cfg.data.fold == 0 and cfg.data.root == "/here"  # the run's data, the local root
-    assert cfg.callbacks.parzen.seed == eval_cfg.callbacks.parzen.seed  # sampling stays gan-eval's choice
+    assert cfg.callbacks.parzen.seed == 7  # the run's seed: its own samples
 
 
 def test_toy_checkpoint_keeps_its_own_number_of_test_samples_and_gets_no_data_root():
@@ -69,3 +70,19 @@ def test_single_model_and_data_keys_given_on_the_command_line_win_over_the_check
     assert cfg.data.fold == 0 and cfg.model.generator.max_col_norm == 1.9365  # the rest is the checkpoint's
     untouched = config_for_checkpoint(eval_cfg, _stored_run("tfd_paper"), ["ckpt_path=x.ckpt"])
     assert untouched.data.eval_batch_size == 1000 and list(untouched.model.generator.hidden_sizes) == [8000, 8000]
+
+
+def test_gan_eval_samples_with_the_checkpoints_seed_unless_the_command_line_sets_one():
+    run = _stored_run("mnist_paper", seed=7)
+    eval_cfg = compose_train(["ckpt_path=x.ckpt", "data.root=/here"], config_name="eval")
+    cfg = config_for_checkpoint(eval_cfg, run, ["ckpt_path=x.ckpt", "data.root=/here"])
+    assert cfg.seed == 7 and cfg.callbacks.parzen.seed == 7 and cfg.callbacks.quality.seed == 7
+    assert eval_cfg.seed == 1234  # the composed config is left as it was
+    chosen = compose_train(["ckpt_path=x.ckpt", "seed=3"], config_name="eval")
+    assert config_for_checkpoint(chosen, run, ["ckpt_path=x.ckpt", "seed=3"]).callbacks.parzen.seed == 3
+    # An explicit experiment replaces the model and data, not whose samples are drawn.
+    explicit = ["ckpt_path=x.ckpt", "experiment=mnist_paper"]
+    assert config_for_checkpoint(compose_train(explicit, config_name="eval"), run, explicit).callbacks.parzen.seed == 7
+    # A checkpoint stored without a seed (a run with seed=null) keeps gan-eval's.
+    del run[next(iter(run))]["seed"]
+    assert config_for_checkpoint(eval_cfg, run, ["ckpt_path=x.ckpt"]).seed == 1234

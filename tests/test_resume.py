@@ -205,6 +205,39 @@ def test_divergence_guard_stops_every_ddp_rank_when_one_ranks_loss_is_not_finite
     assert decisions == [(True, True)]
 
 
+def test_divergence_guard_saves_a_checkpoint_with_no_collective_and_checks_the_losses_at_the_next_check():
+    """A checkpoint saved on one rank only (the others never join) must not wait in an all-reduce."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from gan.callbacks import DivergenceGuard
+    from gan.errors import DivergenceError
+
+    def collective(*args, **kwargs):
+        raise AssertionError("a collective while saving: a checkpoint saved on one rank would hang")
+
+    saving = SimpleNamespace(strategy=SimpleNamespace(reduce_boolean_decision=collective, reduce=collective,
+                                                      broadcast=collective, barrier=collective))  # fmt: skip
+    module = torch.nn.Linear(2, 1)
+    module.batches_seen, module.current_epoch, module._trainer = 3, 0, saving
+    guard = DivergenceGuard(check_every_n_steps=50)
+    guard.on_train_batch_end(saving, module, {"d_loss": torch.tensor(float("nan"))}, None, 0)  # batch 2: unchecked
+    guard.on_save_checkpoint(saving, module, {})  # finite weights: what goes into the file is good
+    with torch.no_grad():
+        module.weight[0, 0] = float("nan")
+    with pytest.raises(DivergenceError, match="non-finite D or G loss at training batch 2 "):  # the cause, named
+        guard.on_save_checkpoint(saving, module, {})
+    with pytest.raises(DivergenceError, match="non-finite weights in weight"):  # no bad loss pending here
+        DivergenceGuard().on_save_checkpoint(saving, module, {})
+    with torch.no_grad():
+        module.weight[0, 0] = 0.0
+    # The loss kept for the next periodic check, which all ranks run together, still stops the run.
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce_boolean_decision=lambda ok, all: ok))
+    with pytest.raises(DivergenceError, match="non-finite D or G loss at training batch 2 "):
+        guard.on_validation_start(SimpleNamespace(state=SimpleNamespace(fn="fit"), sanity_checking=False), module)
+
+
 def test_divergence_guard_checks_the_weights_before_validation_when_an_epoch_ends_between_checks():
     from types import SimpleNamespace
 
@@ -233,7 +266,8 @@ def test_parzen_callback_reports_non_finite_samples_as_divergence_not_a_tracebac
     from gan.callbacks import ParzenLogLikelihood
     from gan.errors import DivergenceError
 
-    broken_g = SimpleNamespace(current_epoch=3, sample=lambda n, generator=None: torch.full((n, 4), float("nan")))
+    broken_g = SimpleNamespace(current_epoch=3, noise=lambda n, generator=None: torch.zeros(n, 2),
+                               sample=lambda n, noise=None: torch.full((n, 4), float("nan")))
     trainer = SimpleNamespace(world_size=1, global_rank=0, datamodule=SimpleNamespace(scaling="gcn"))
     points = torch.rand(5, 4)
     with pytest.raises(DivergenceError, match=r"non-finite samples \(epoch 3\).*Fix: lower the learning rates"):

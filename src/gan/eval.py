@@ -6,9 +6,15 @@ The model and data configs and the test-time Parzen protocol come from the check
 by gan-train), so no experiment is needed; `experiment=...` (or `model=`/`data=`) on the command line uses that
 config instead; `model.<key>=...`, `data.<key>=...` (e.g. data.eval_batch_size=100) and
 `callbacks.parzen.<key>=...` override one setting of the checkpoint's model, data or protocol.
+The samples are drawn with the run's own seed, so the numbers repeat its test stage on any number of
+processes; `seed=N` on the command line draws other ones.
 Results are printed as one JSON line and saved next to the checkpoint as <name>.eval.json. A run trained
 with model.ema_decay is scored with its EMA generator; `use_ema=false` scores the raw G instead (saved as
 <name>.raw.eval.json).
+
+Only evaluate checkpoints you trust: a checkpoint is unpickled (`weights_only=False`) and the config stored
+in it is instantiated (`_target_` names any importable callable), so a crafted file runs code of its
+author's choosing (docs/security.md).
 """
 
 from __future__ import annotations
@@ -42,16 +48,20 @@ def _command_line() -> list[str]:
 
 
 def config_for_checkpoint(cfg: DictConfig, checkpoint: dict, overrides: list[str] | None = None) -> DictConfig:
-    """Use the model, data and Parzen protocol of the run that wrote the checkpoint, with the local
+    """Use the seed, model, data and Parzen protocol of the run that wrote the checkpoint, with the local
     data.root; what the command line (`overrides`, by default gan-eval's own) sets explicitly wins."""
     from gan.callbacks.run_config import StoreRunConfig
 
     overrides = _command_line() if overrides is None else overrides
     sets = lambda *prefixes: any(o.lstrip("~+").startswith(prefixes) for o in overrides)  # noqa: E731
     stored = StoreRunConfig.stored(checkpoint)
-    if stored is None or sets(*EXPLICIT_CHOICES):
+    if stored is None:
         return cfg
     cfg = cfg.copy()
+    if stored.get("seed") is not None and not sets("seed="):
+        cfg.seed = stored["seed"]  # the evaluation samples the run itself drew (callbacks' seed: ${seed})
+    if sets(*EXPLICIT_CHOICES):
+        return cfg
     with open_dict(cfg):
         data_root = cfg.data.get("root")
         cfg.model = OmegaConf.create(stored["model"])

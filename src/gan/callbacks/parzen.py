@@ -13,27 +13,39 @@ from gan.errors import ConfigError, DivergenceError
 from gan.metrics.parzen import DEFAULT_SIGMAS, ParzenResult, parzen_protocol, validate_inputs
 
 
-def draw_samples(pl_module: LightningModule, n: int, seed: int, batch_size: int, rank: int = 0) -> torch.Tensor:
-    """The n samples rank `rank` contributes to the estimate (all_gathered in rank order)."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)
-    return torch.cat([
-        pl_module.sample(min(batch_size, n - start), generator=generator).float() for start in range(0, n, batch_size)
-    ])  # fmt: skip
+def noise_batches(pl_module: LightningModule, n: int, seed: int, batch_size: int) -> list[torch.Tensor]:
+    """The noise of the n evaluation samples, in batches of `batch_size`: one CPU generator seeded from `seed`
+    alone, so the samples are the same on any number of processes. The seed's scaling is the stream
+    single-process runs always used, so their recorded numbers stand."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003)
+    return [pl_module.noise(min(batch_size, n - start), generator=generator) for start in range(0, n, batch_size)]
+
+
+def draw_samples(pl_module: LightningModule, n: int, seed: int, batch_size: int) -> torch.Tensor:
+    """The n evaluation samples in one process: what gather_samples returns on any number of them."""
+    return torch.cat([pl_module.sample(len(z), noise=z).float() for z in noise_batches(pl_module, n, seed, batch_size)])
 
 
 def gather_samples(trainer: Trainer, pl_module: LightningModule, n: int, seed: int, batch_size: int) -> torch.Tensor:
-    """n generator samples, identical on every rank: each rank draws its share with its own seed, then all_gather."""
-    world = trainer.world_size
-    local = draw_samples(pl_module, -(-n // world), seed, batch_size, trainer.global_rank)
+    """draw_samples' n samples on every rank, each rank generating a contiguous run of the batches.
+
+    Every rank draws all the noise (cheap) and runs G on its own batches only; whole batches go to ranks, so
+    each sample comes out of the same G call whatever the number of processes. all_gather needs one shape on
+    every rank: the shares are padded to the largest, and the padding trimmed after the gather.
+    """
+    world, rank = trainer.world_size, trainer.global_rank
     if world == 1:
-        return local
-    return pl_module.all_gather(local).flatten(0, 1)[:n]
-
-
-def samples_as_gathered(pl_module: LightningModule, n: int, seed: int, batch_size: int, world: int) -> torch.Tensor:
-    """What gather_samples returns on `world` processes, drawn in one process (to repeat a run's numbers)."""
-    shares = [draw_samples(pl_module, -(-n // world), seed, batch_size, rank) for rank in range(world)]
-    return torch.cat(shares)[:n]
+        return draw_samples(pl_module, n, seed, batch_size)
+    batches = noise_batches(pl_module, n, seed, batch_size)
+    per_rank = -(-len(batches) // world)
+    mine = batches[rank * per_rank : (rank + 1) * per_rank]
+    if mine:
+        local = torch.cat([pl_module.sample(len(z), noise=z).float() for z in mine])
+    else:  # more processes than batches: no samples here, but their shape for the padding
+        local = pl_module.sample(1, noise=batches[0][:1]).float()[:0]
+    padding = local.new_zeros(per_rank * len(batches[0]) - len(local), *local.shape[1:])
+    # Only the last share can be short, so the padding all lies past sample n once the shares are stacked.
+    return pl_module.all_gather(torch.cat([local, padding])).flatten(0, 1)[:n]
 
 
 class ParzenLogLikelihood(Callback):
@@ -46,6 +58,8 @@ class ParzenLogLikelihood(Callback):
     images (MNIST: 1,000; null: the whole validation split, as for TFD), the whole test set (or its first
     `test_points`).
     Pixels are compared in [0, 1] whenever the data scaling is invertible (unit, symmetric).
+    The samples depend on `seed` (the run's) alone, not on the number of processes, so a run resumed on
+    another number of them, and gan-eval on any, compute the same numbers (to float rounding).
     """
 
     def __init__(

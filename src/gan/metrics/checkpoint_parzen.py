@@ -10,37 +10,24 @@ from pathlib import Path
 
 import torch
 
-from gan.callbacks.parzen import ParzenLogLikelihood, samples_as_gathered
+from gan.callbacks.parzen import ParzenLogLikelihood, draw_samples
 from gan.errors import ConfigError
 from gan.metrics.parzen import ParzenResult
 from gan.utils.checkpoints import model_and_data_from_checkpoint
 
 
-def run_processes(trainer_config: dict) -> int:
-    """How many processes drew the run's samples (each its own share, with its own seed)."""
-    devices = trainer_config.get("devices", 1)
-    if isinstance(devices, list):
-        devices = len(devices)
-    if not isinstance(devices, int) or devices < 1:
-        raise ConfigError(f"the run used trainer.devices={devices!r}, so its process count is unknown here. "
-                          "Fix: pass --processes N (its number of GPUs x nodes)")  # fmt: skip
-    return devices * trainer_config.get("num_nodes", 1)
-
-
 class CheckpointParzen:
-    """A checkpoint's model and data with its run's own `parzen` settings; samples are drawn as the run's
-    processes drew them (the EMA generator where the run kept one), so `test()` is what gan-train's test stage
-    and `gan-eval ... seed=<the run's seed>` report for it. `device` only changes where the work runs."""
+    """A checkpoint's model and data with its run's own `parzen` settings and seed (the EMA generator where the
+    run kept one). The samples do not depend on the number of processes, so `test()` is what gan-train's test
+    stage and `gan-eval` report for it on any number of them. `device` only changes where the work runs."""
 
-    def __init__(self, path: str | Path, data_root: str | None = None, world: int | None = None,
-                 device: str | torch.device = "cpu") -> None:  # fmt: skip
+    def __init__(self, path: str | Path, data_root: str | None = None, device: str | torch.device = "cpu") -> None:
         self.model, self.data, stored = model_and_data_from_checkpoint(path, data_root)
         settings = (stored.get("callbacks") or {}).get("parzen")
         if not settings:
             raise ConfigError(f"{path} comes from a run without the parzen callback, so it has no Parzen settings to "
                               "repeat. Fix: score it with gan-eval ckpt_path=... instead")  # fmt: skip
         self.parzen = ParzenLogLikelihood(**{key: value for key, value in settings.items() if key != "_target_"})
-        self.world = world or run_processes(stored.get("trainer", {}))
         self.device = torch.device(device)
         self.model.to(self.device)
         self.data.setup()
@@ -48,7 +35,7 @@ class CheckpointParzen:
 
     def samples(self, n: int) -> torch.Tensor:
         if n not in self._drawn:
-            self._drawn[n] = samples_as_gathered(self.model, n, self.parzen.seed, self.parzen.sample_batch_size, self.world)
+            self._drawn[n] = draw_samples(self.model, n, self.parzen.seed, self.parzen.sample_batch_size)
         return self._drawn[n]
 
     def validation(self, n_samples: int) -> ParzenResult:
