@@ -100,11 +100,17 @@ def partition_nodes(partition: str | None) -> list[Node] | None:
                              timeout=20, check=True).stdout  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
+    return parse_sinfo(out, partition)
+
+
+def parse_sinfo(out: str, partition: str | None) -> list[Node]:
+    """`sinfo -h -N -o %P|%c|%m|%G|%l` lines (one per node and partition; the default partition ends in `*`)."""
     nodes = []
     for line in out.splitlines():
+        if line.count("|") != 4:
+            continue
         name, cpus, mem, gres, limit = line.strip().split("|")
-        default = name.endswith("*")
-        if (partition is None and default) or name.rstrip("*") == partition:
+        if (partition is None and name.endswith("*")) or name.rstrip("*") == partition:
             nodes.append(Node(int(cpus.rstrip("+")), int(mem.rstrip("+")), _gpus(gres), _minutes(limit)))
     return nodes
 
