@@ -162,7 +162,7 @@ def _assert_resumed_exactly(run: Path, reference: Path, interruptions: int) -> N
 def jobs(slurm_cluster, tiny_mnist_root, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     """Four one-CPU jobs, two at a time on a 2-CPU node: a 2-job array (seed=1234,1; job 0 is the uninterrupted run
     that the resumed jobs must repeat), a job requeued with `scontrol requeue` in its second epoch (SIGTERM), and a
-    job that reaches its time limit in its first epoch (SIGUSR2 from SLURM, signal_delay_s before the limit, which
+    job that reaches its time limit mid-epoch (SIGUSR2 from SLURM, signal_delay_s before the limit, which
     submitit answers by requeueing). The time limit is cut short once the job has trained 5 batches, and set back
     for the requeued run."""
     root = tmp_path_factory.mktemp("slurm")
