@@ -24,7 +24,8 @@ def slurm_cluster() -> str:
     import subprocess
 
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%P %T"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["sinfo", "-h", "-o", "%P %T"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         out = ""
     usable = [line.split()[0].rstrip("*") for line in out.splitlines() if line.split()[0].endswith("*")

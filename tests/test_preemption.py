@@ -16,7 +16,13 @@ import torch
 from lightning import Callback
 
 from gan.callbacks import PreemptionCheckpoint
-from tests.helpers import RandomImages, cpu_trainer, run_cli, small_gan, tiny_data_overrides
+from tests.helpers import (
+    RandomImages,
+    cpu_trainer,
+    run_cli,
+    small_gan,
+    tiny_data_overrides,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "HYDRA_FULL_ERROR": "0"}
@@ -65,7 +71,8 @@ def test_sigusr2_saves_at_the_batch_end_then_the_previous_handler_runs_and_the_r
 
     torch.manual_seed(0)
     interrupted = small_gan(seed=3)
-    trainer = cpu_trainer(max_epochs=2, callbacks=[SignalDuringBatch(signal.SIGUSR2, 11), PreemptionCheckpoint(tmp_path)])
+    callbacks = [SignalDuringBatch(signal.SIGUSR2, 11), PreemptionCheckpoint(tmp_path)]
+    trainer = cpu_trainer(max_epochs=2, callbacks=callbacks)
     with pytest.raises(SystemExit) as stopped:
         trainer.fit(interrupted, _data())
     assert stopped.value.code == -1 and previous_handler == [True]  # called once, after the checkpoint was written
@@ -81,7 +88,8 @@ def test_sigusr2_saves_at_the_batch_end_then_the_previous_handler_runs_and_the_r
 
 def test_sigterm_saves_then_lightning_and_the_process_stop(tmp_path):
     model = small_gan()
-    trainer = cpu_trainer(max_epochs=1, callbacks=[SignalDuringBatch(signal.SIGTERM, 2), PreemptionCheckpoint(tmp_path)])
+    callbacks = [SignalDuringBatch(signal.SIGTERM, 2), PreemptionCheckpoint(tmp_path)]
+    trainer = cpu_trainer(max_epochs=1, callbacks=callbacks)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as stopped:
         trainer.fit(model, _data())
@@ -99,7 +107,8 @@ def test_a_signal_during_validation_stops_at_the_end_of_training_without_a_new_c
                 os.kill(os.getpid(), signal.SIGUSR2)
 
     model = small_gan()
-    trainer = cpu_trainer(max_epochs=1, limit_val_batches=1, callbacks=[SignalInValidation(), PreemptionCheckpoint(tmp_path)])
+    callbacks = [SignalInValidation(), PreemptionCheckpoint(tmp_path)]
+    trainer = cpu_trainer(max_epochs=1, limit_val_batches=1, callbacks=callbacks)
     with pytest.raises(SystemExit):
         trainer.fit(model, _data())
     # no batch trained since the signal: nothing more to save (the epoch-end checkpoint, if any, is current)
@@ -141,3 +150,31 @@ def test_sigusr2_to_a_local_run_then_auto_resume_gives_the_uninterrupted_weights
     with open(run / "csv" / "metrics.csv", newline="") as file:
         steps = [int(row["step"]) for row in csv.DictReader(file) if row.get("train/d_loss")]
     assert sorted(set(steps)) == list(range(16)) and len(steps) <= 17  # no step lost, at most one redone
+
+
+def _agree(rank: int, init_file: str, out: str) -> None:
+    from types import SimpleNamespace
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    callback = PreemptionCheckpoint("unused")
+    callback._group = callback._agreement_group(SimpleNamespace(world_size=2))
+    agreed = [callback._agreed_signal()]  # no signal yet
+    callback._received = signal.SIGUSR2 if rank == 0 else 0  # the signal reached one rank only
+    agreed.append(callback._agreed_signal())
+    Path(f"{out}{rank}").write_text(" ".join(map(str, agreed)))
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_ranks_agree_on_a_signal_that_reached_one_of_them(tmp_path):
+    """Every rank must write the checkpoint (a collective) and stop at the same batch."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")  # the children need not import torch again
+    ranks = [context.Process(target=_agree, args=(rank, str(tmp_path / "init"), str(tmp_path / "rank")))
+             for rank in (0, 1)]  # fmt: skip
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    assert [(tmp_path / f"rank{rank}").read_text() for rank in (0, 1)] == [f"0 {int(signal.SIGUSR2)}"] * 2

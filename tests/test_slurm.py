@@ -93,11 +93,12 @@ def requeued_jobs_released(time_limits: dict[str, int]):
     def release() -> None:
         while not stop.wait(1.0):
             pending = subprocess.run(["squeue", "-h", "-t", "PENDING", "-o", "%i %r"], capture_output=True,
-                                     text=True).stdout.split("\n")  # fmt: skip
+                                     text=True, check=False).stdout.split("\n")  # fmt: skip
             for job, reason in (line.split(maxsplit=1) for line in pending if line.strip()):
                 if reason.startswith("BeginTime"):
                     limit = [f"TimeLimit={time_limits[job]}"] if job in time_limits else []
-                    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now", *limit], capture_output=True)
+                    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now", *limit],
+                                   capture_output=True, check=False)  # fmt: skip
 
     thread = threading.Thread(target=release, daemon=True)
     thread.start()
@@ -117,7 +118,8 @@ def _batches(progress: Path) -> int:
 def _cut_time_limit(job: str) -> None:
     """Leave the job 60-120 s: SLURM sends the timeout signal (signal_delay_s=120 before the limit) at its next
     time check, within 30 s, and the job has time to write its checkpoint before the limit."""
-    elapsed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%M"], capture_output=True, text=True).stdout.strip()
+    elapsed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%M"], capture_output=True, text=True,
+                             check=True).stdout.strip()
     seconds = sum(int(x) * 60**i for i, x in enumerate(reversed(elapsed.replace("-", ":").split(":"))))
     subprocess.run(["scontrol", "update", f"jobid={job}", f"TimeLimit={math.ceil(seconds / 60) + 1}"], check=True)
 
@@ -128,7 +130,7 @@ def _attempts(job: str, timeout: float = 60) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         out = subprocess.run(["sacct", "-j", job, "-D", "-X", "-n", "-P", "-o", "State"], capture_output=True,
-                             text=True).stdout.split()  # fmt: skip
+                             text=True, check=False).stdout.split()  # fmt: skip
         if not {"RUNNING", "COMPLETING", "PENDING"} & set(out) or time.monotonic() > deadline:
             return out
         time.sleep(1)
@@ -245,7 +247,8 @@ def test_a_two_task_ddp_job_trains_the_same_weights_on_both_ranks(slurm_cluster,
     """trainer=ddp_cpu: SLURM starts the two ranks (srun, one task each), Lightning joins them with gloo."""
     ranks = tmp_path / "ranks"
     ranks.mkdir()
-    sweep = Sweep(tmp_path / "ddp", *_training(tiny_mnist_root, "trainer.max_epochs=1", "trainer.limit_train_batches=4"),
+    short = _training(tiny_mnist_root, "trainer.max_epochs=1", "trainer.limit_train_batches=4")
+    sweep = Sweep(tmp_path / "ddp", *short,
                   "trainer=ddp_cpu", "+callbacks.ranks._target_=tests.fault_injection.SaveRankState",
                   f"+callbacks.ranks.dirpath={ranks}")  # fmt: skip
     job = sweep.job_id()
@@ -266,7 +269,8 @@ SMALL_NODE = Node(cpus=2, mem_mb=24105, gpus=0, max_minutes=None)
 
 
 def _launcher(**overrides) -> dict:
-    cfg = compose_train(["hydra/launcher=slurm", "paths.output_dir=/tmp", *overrides.pop("args", [])], return_hydra=True)
+    args = ["hydra/launcher=slurm", "paths.output_dir=/tmp", *overrides.pop("args", [])]
+    cfg = compose_train(args, return_hydra=True)
     params = {key: cfg.hydra.launcher[key] for key in ("partition", "timeout_min", "tasks_per_node", "gpus_per_node",
                                                        "cpus_per_task", "mem_gb", "signal_delay_s")}  # fmt: skip
     return {**params, **overrides}
@@ -283,10 +287,10 @@ def test_requests_no_node_can_meet_are_lowered_to_the_largest_node_in_one_warnin
     warnings = fit_to_partition(params, "cpu", [SMALL_NODE, Node(1, 4000, 0, None)])
     assert (params["cpus_per_task"], params["mem_gb"], params["gpus_per_node"]) == (1, 23, 0)
     assert warnings == [
-        "hydra.launcher.cpus_per_task=8 x 2 task(s) exceeds every node of partition (default) (2 CPUs): asking for 1; "
-        "set hydra.launcher.cpus_per_task to silence this",
-        "hydra.launcher.mem_gb=64 exceeds every node of partition (default) (23 GB): asking for 23; set "
-        "hydra.launcher.mem_gb to silence this",
+        ("hydra.launcher.cpus_per_task=8 x 2 task(s) exceeds every node of partition (default) (2 CPUs): asking for 1; "
+         "set hydra.launcher.cpus_per_task to silence this"),
+        ("hydra.launcher.mem_gb=64 exceeds every node of partition (default) (23 GB): asking for 23; set "
+         "hydra.launcher.mem_gb to silence this"),
     ]
     fitting = {**params}
     assert fit_to_partition(fitting, "cpu", [SMALL_NODE]) == [] and fitting == params  # what fits is left alone
@@ -300,7 +304,8 @@ def test_a_gpu_job_on_a_partition_without_gpus_is_refused_in_one_line_and_auto_t
         fit_to_partition(_launcher(args=["trainer=gpu"]), "gpu", [SMALL_NODE])
     assert refused.value.code == 1
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("error: hydra.launcher.gpus_per_node=1") and "Fix: trainer=cpu" in err
+    assert err.count("\n") == 0 and err.startswith("error: hydra.launcher.gpus_per_node=1")
+    assert "Fix: trainer=cpu" in err
     params = _launcher(args=["trainer=default"])  # accelerator=auto
     (warning,) = fit_to_partition(params, "auto", [SMALL_NODE, SMALL_NODE])[:1]
     assert params["gpus_per_node"] == 0 and "has no GPUs" in warning
@@ -311,14 +316,15 @@ def test_a_gpu_job_on_a_partition_without_gpus_is_refused_in_one_line_and_auto_t
 
 def test_a_timeout_signal_at_or_past_the_time_limit_is_moved_to_half_the_limit():
     params = _launcher(args=["hydra.launcher.timeout_min=1"])  # signal_delay_s=120 by default
-    assert fit_signal_delay(params) == ["hydra.launcher.signal_delay_s=120 is not shorter than the time limit "
-                                        "(timeout_min=1, 60 s): using 30 s (half the limit)"]  # fmt: skip
+    assert fit_signal_delay(params) == [("hydra.launcher.signal_delay_s=120 is not shorter than the time limit "
+                                         "(timeout_min=1, 60 s): using 30 s (half the limit)")]  # fmt: skip
     assert params["signal_delay_s"] == 30
     assert fit_signal_delay(params) == [] and params["signal_delay_s"] == 30
 
 
 def test_sinfo_output_is_read_per_partition():
-    out = "gpu|64|512000|gpu:a100:8(S:0-1)|2-00:00:00\ndebug*|2|24105|(null)|infinite\ngpu|32|256000|gpu:4,tmp:1|1:30:00\n"
+    out = ("gpu|64|512000|gpu:a100:8(S:0-1)|2-00:00:00\ndebug*|2|24105|(null)|infinite\n"
+           "gpu|32|256000|gpu:4,tmp:1|1:30:00\n")
     assert parse_sinfo(out, None) == [Node(2, 24105, 0, None)]
     assert parse_sinfo(out, "gpu") == [Node(64, 512000, 8, 2880), Node(32, 256000, 4, 90)]
     assert parse_sinfo(out, "other") == []

@@ -43,6 +43,7 @@ def register_slurm_launcher() -> None:
     """Hydra instantiates only the launchers it found by walking the `hydra_plugins` namespace, which it cannot walk
     where this package is installed in editable mode (pip install -e): register ours by hand."""
     from hydra.core.plugins import Plugins
+
     from hydra_plugins.gan_slurm_launcher import SlurmLauncher
 
     Plugins.instance().register(SlurmLauncher)
@@ -165,8 +166,8 @@ def fit_signal_delay(params: dict) -> list[str]:
     if delay is None or not timeout or delay < timeout * 60:
         return []
     params["signal_delay_s"] = timeout * 30
-    return [f"hydra.launcher.signal_delay_s={delay} is not shorter than the time limit (timeout_min={timeout}, "
-            f"{timeout * 60} s): using {timeout * 30} s (half the limit)"]  # fmt: skip
+    return [(f"hydra.launcher.signal_delay_s={delay} is not shorter than the time limit (timeout_min={timeout}, "
+             f"{timeout * 60} s): using {timeout * 30} s (half the limit)")]  # fmt: skip
 
 
 def _refuse(message: str) -> None:  # the house style for bad input before any job exists (as gan.utils.run)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+    SlurmLauncher as SubmititSlurmLauncher,
+)
 from omegaconf import OmegaConf
 
 from gan.utils.cluster import fit_signal_delay, fit_to_partition, partition_nodes
