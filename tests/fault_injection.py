@@ -62,3 +62,22 @@ class SaveRankState(Callback):
 
     def on_test_end(self, trainer, pl_module) -> None:
         self._save(trainer, pl_module, "test")
+
+
+class PaceAndReport(Callback):
+    """Sleep `seconds` after each training batch (`resumed_seconds` in a run resumed from a checkpoint) and write
+    how many batches the run has trained to `path`, so that a test can signal a run (or a SLURM job) at a known
+    point of an epoch. Changes no weight."""
+
+    def __init__(self, path: str, seconds: float = 0.0, resumed_seconds: float = 0.0) -> None:
+        self.path, self.seconds, self.resumed_seconds = path, seconds, resumed_seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import time
+
+        time.sleep(self.resumed_seconds if trainer.ckpt_path else self.seconds)
+        if trainer.is_global_zero:
+            tmp = f"{self.path}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{pl_module.batches_seen}\n")
+            os.replace(tmp, self.path)
