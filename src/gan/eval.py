@@ -101,8 +101,10 @@ def evaluate(cfg: DictConfig) -> dict:
     from gan.callbacks.parzen import ParzenLogLikelihood
     from gan.callbacks.quality import SampleQuality
     from gan.utils.checkpoints import architecture_errors_explained, load_checkpoint
+    from gan.utils.console import one_line_per_record
     from gan.utils.instantiate import instantiate_callbacks, instantiate_loggers
 
+    one_line_per_record()
     checkpoint = load_checkpoint(cfg.ckpt_path)
     cfg = config_for_checkpoint(cfg, checkpoint)
     del checkpoint

@@ -40,7 +40,7 @@ class DivergenceGuard(Callback):
             where = f"training batch {steps[int((~finite).nonzero()[0])]}" if not local_ok else "another process's batch"
             raise DivergenceError(
                 f"training diverged: a non-finite D or G loss at {where} (epoch "
-                f"{pl_module.current_epoch}); the last checkpoint on disk is the last good one. Fix: lower the "
+                f"{pl_module.current_epoch + 1}); the last checkpoint on disk is the last good one. Fix: lower the "
                 "learning rates or resume from that checkpoint with another seed"
             )
 

@@ -13,6 +13,7 @@ from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
 from gan.data.base import InMemoryImageDataModule
+from gan.data.download import download_failure, no_empty_folders_left
 from gan.errors import DataError
 
 
@@ -67,7 +68,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
     def _missing_message(self, why: str) -> str:
         return (
             f"{self.name} not found in {self.folder.resolve()} and {why}. Fix: set data.root to the folder that "
-            f"holds {datasets.CIFAR10.base_folder}/ (e.g. data.root=../shared/data) or go online so torchvision "
+            f"holds {datasets.CIFAR10.base_folder}/ (e.g. data.root=/path/to/data) or go online so torchvision "
             "can download it"
         )
 
@@ -76,9 +77,10 @@ class CIFAR10DataModule(InMemoryImageDataModule):
             if not self.download:
                 raise DataError(self._missing_message("download is off (data.download=false)"))
             try:
-                datasets.CIFAR10(self.root, train=train, download=True)  # checks the archive's md5 itself
+                with no_empty_folders_left(Path(self.root)):
+                    datasets.CIFAR10(self.root, train=train, download=True)  # checks the archive's md5 itself
             except Exception as error:  # URLError, socket errors, HTTP errors, md5 mismatch of the download
-                raise DataError(self._missing_message(f"the download failed: {_first_line(error)}")) from error
+                raise DataError(self._missing_message(f"the download failed: {download_failure(error)}")) from error
         try:
             return self._reader()(self.root, train=train, download=False)
         except Exception as error:  # md5 mismatch (RuntimeError), truncated pickle, wrong keys or sizes
