@@ -20,11 +20,11 @@ class ThrottledRichProgressBar(RichProgressBar):
     display thread draws at) instead of after every batch.
 
     `metrics`: patterns of the logged metrics to show (objectives log different D statistics, so `train/d_*`
-    takes whatever they log). The module logs them every `trainer.log_every_n_steps` batches; they are read
-    only when new ones were logged, after Lightning itself read them back for its loggers, so the bar adds no
-    device sync of its own. Every update re-reads the bar's state and moves its task: ~0.1-0.2 ms a batch on a
-    CPU, measurable next to a short GAN step and invisible between two frames. The last batch of an epoch
-    always updates, so the bar ends complete.
+    takes whatever they log). The module logs them every `trainer.log_every_n_steps` batches; the bar reads
+    them only after such a batch, when Lightning has just read them back for its loggers, so it adds no device
+    sync of its own (without a logger, one per logging step). Every update re-reads the bar's state and moves
+    its task: ~0.1-0.2 ms a batch on a CPU, measurable next to a short GAN step and invisible between two
+    frames. The last batch of an epoch always updates, so the bar ends complete.
     """
 
     def __init__(self, refresh_rate: int = 1, metrics: tuple[str, ...] = ("train/d_*", "train/g_loss", "val/parzen_ll"),
@@ -33,16 +33,15 @@ class ThrottledRichProgressBar(RichProgressBar):
         self.patterns = tuple(metrics)
         self._last_update = float("-inf")
         self._shown: dict[str, float] = {}  # label -> value, kept across epochs (the last val/parzen_ll)
-        self._read: dict[str, object] = {}  # metric -> the logged tensor last read (re-read only when replaced)
+        self._logged = False  # whether Lightning logs the batch that just ended
 
     def _wanted(self, name: str) -> bool:
         return any(fnmatchcase(name, pattern) for pattern in self.patterns)
 
     def _read_logged(self, trainer: Trainer) -> None:
         for name, value in trainer.callback_metrics.items():
-            if not self._wanted(name) or self._read.get(name) is value:
+            if not self._wanted(name):
                 continue
-            self._read[name] = value
             label = LABELS.get(name, name.removeprefix("train/"))
             self._shown[label] = value.item() if hasattr(value, "item") else float(value)
 
@@ -51,17 +50,28 @@ class ThrottledRichProgressBar(RichProgressBar):
         ordered = {label: self._shown[label] for label in order if label in self._shown}
         return {**ordered, **{label: value for label, value in self._shown.items() if label not in ordered}}
 
+    def _init_progress(self, trainer: Trainer) -> None:
+        super()._init_progress(trainer)
+        if self._console is not None and not self._console.is_terminal:
+            # A log file or pipe (a SLURM job's output) gets each epoch's final bar as one line: Rich writes a bar
+            # there only when it stops, and at its 80 columns for a file the numbers would wrap over five lines.
+            self._leave = True
+            self._console.width = max(self._console.width, 160)
+
     def _get_train_description(self, current_epoch: int) -> str:
         # Epoch N is the N-th epoch: its samples and checkpoints are epoch_000N (epoch_0000.png: untrained G).
         description = f"Epoch {current_epoch + 1}" + (f"/{self.trainer.max_epochs}" if self.trainer.max_epochs else "")
         return f"{description:{len(self.validation_description)}}"
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
-        # Lightning logs a step's metrics after the batch-end hooks: here, before the next batch, they are in.
-        if self.is_enabled and batch_idx > 0:
+        # Lightning logs a batch's metrics after its batch-end hooks: before the next batch they are in.
+        if self.is_enabled and self._logged:
             self._read_logged(trainer)
+        self._logged = False
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        # (Lightning's own test of its logging interval; without it, read after every batch)
+        self._logged = bool(getattr(getattr(trainer, "_logger_connector", None), "should_update_logs", True))
         now = monotonic()
         last_batch = batch_idx + 1 >= self.total_train_batches
         if not last_batch and self.refresh_rate > 0 and now - self._last_update < 1 / self.refresh_rate:

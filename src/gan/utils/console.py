@@ -81,11 +81,19 @@ def _newest(folder: Path, pattern: str) -> str | None:
     return files[-1].name if files else None
 
 
-# A newcomer looking at a short run's samples: the paper's MNIST GAN spends its first epochs on grey blobs
-# and few shapes (val/parzen_ll below 0 until epoch ~5-10, docs/console.md), which reads as a broken run.
+def _newest_epoch(folder: Path) -> list[str]:
+    """The figures of the latest epoch that has any (figure2_epoch_0025.png, figure3_epoch_0025.png)."""
+    files = sorted(folder.glob("*_epoch_*.png"), key=lambda path: path.stem.rsplit("_", 1)[-1])
+    newest = files[-1].stem.rsplit("_", 1)[-1] if files else None
+    return sorted(path.name for path in files if path.stem.rsplit("_", 1)[-1] == newest)
+
+
+# A newcomer looking at a short run's samples: the paper's MNIST GAN (seed 1234) draws one shape for every
+# sample after its first epoch (val/parzen_ll about -225), a few blurry ones after the second (about -51),
+# which reads as a broken run (docs/console.md).
 EARLY_EPOCHS_NOTE = (
-    "note: after {epochs} epoch(s) samples that look alike or collapsed are normal for the paper's MNIST GAN "
-    "(mnist_paper); they turn into distinct digits over the next 5-10 epochs"
+    "note: samples that all look alike after the first epoch or two are normal for mnist_paper: G collapses, "
+    "then spreads out over the next epochs (docs/console.md)"
 )
 
 
@@ -108,13 +116,13 @@ def run_summary(folder: Path, metrics: dict[str, float], epochs: int, started: f
         lines.append("  metrics:     " + ", ".join(shown) + " (all in metrics.json, curves in csv/)")
     if (last := _newest(folder / "samples", "epoch_*.png")) is not None:
         lines.append(f"  samples:     {shown_path(folder / 'samples')}/ (epoch_0000.png: untrained G ... {last})")
-    if (last := _newest(folder / "figures", "*.png")) is not None:
-        lines.append(f"  figures:     {shown_path(folder / 'figures')}/ ({last} ...)")
+    if figures := _newest_epoch(folder / "figures"):
+        lines.append(f"  figures:     {shown_path(folder / 'figures')}/ ({', '.join(figures)})")
     if (folder / "checkpoints").is_dir():
         names = sorted(p.name for p in (folder / "checkpoints").glob("*.ckpt"))
         lines.append(f"  checkpoints: {shown_path(folder / 'checkpoints')}/ ({', '.join(names)})")
     if experiment == "mnist_paper" and 0 < epochs < 10:
-        lines.append(EARLY_EPOCHS_NOTE.format(epochs=epochs))
+        lines.append(EARLY_EPOCHS_NOTE)
     return lines
 
 

@@ -34,7 +34,8 @@ def job_rows(sweep_dir: Path, metric: str | None) -> list[dict[str, str]]:
                "status": "no result (still running, or killed)", "metric": "-", "folder": shown_path(folder)}  # fmt: skip
         if (folder / "FAILED").exists():
             reason = (folder / "FAILED").read_text().strip().splitlines()
-            row["status"] = f"failed: {reason[0] if reason else 'no reason recorded'}"
+            # FAILED starts with the error's type ("ConfigError: ..."); the reason itself is what fits the column
+            row["status"] = f"failed: {reason[0].split(': ', 1)[-1] if reason else 'no reason recorded'}"
         elif (folder / "metrics.json").exists():
             row["status"] = "ok"
             value = json.loads((folder / "metrics.json").read_text()).get(metric) if metric else None
