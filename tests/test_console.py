@@ -111,6 +111,14 @@ def test_a_run_that_fails_before_training_leaves_only_its_failed_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nor an empty data folder
 
 
+def test_gan_eval_that_fails_writes_and_removes_nothing_where_it_runs(tmp_path):
+    (tmp_path / "samples").mkdir()  # e.g. started inside a run folder
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    result = run_cli("gan-eval", f"ckpt_path={tmp_path / 'notes.ckpt'}", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.strip().startswith("error: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.ckpt", "samples"]
+
+
 def test_an_offline_download_names_its_cause_and_leaves_no_empty_data_folder(tmp_path, monkeypatch):
     from urllib.error import URLError
 

@@ -138,7 +138,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="pkg://gan.conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    with user_errors_reported():
+    with user_errors_reported(run_folder=False):  # the result goes beside the checkpoint; no folder of its own
         evaluate(cfg)
 
 

@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gan.errors import GANError
+from gan.errors import DivergenceError, GANError
 
 log = logging.getLogger("gan")
 
@@ -36,21 +36,23 @@ def _in_multirun() -> bool:
 
 
 @contextlib.contextmanager
-def user_errors_reported() -> Iterator[None]:
+def user_errors_reported(run_folder: bool = True) -> Iterator[None]:
     """A GANError becomes one line on stderr, a FAILED file in the run folder, and exit code 1.
 
     A run that fails before training (no checkpoint yet) keeps nothing but its FAILED file (a sweep's job also
     its .hydra/, where the sweep's table finds its overrides). In a multirun the job prints its line and
     returns, so the sweep's other jobs keep running; the sweep's table lists it and the sweep exits 1
-    (gan.utils.sweep). HYDRA_FULL_ERROR=1 shows the full traceback.
+    (gan.utils.sweep). HYDRA_FULL_ERROR=1 shows the full traceback. `run_folder=False`: the entry point has
+    no run folder of its own (gan-eval), so nothing is written or removed.
     """
     try:
         yield
     except GANError as error:
         message = f"{type(error).__name__}: {error}"
-        if (folder := output_dir()) is not None and folder.exists():
+        if run_folder and (folder := output_dir()) is not None and folder.exists():
             (folder / "FAILED").write_text(message + "\n")
-            _remove_what_a_failed_start_wrote(folder, keep_config=_in_multirun())
+            if not isinstance(error, DivergenceError):  # raised during training only: its logs tell what happened
+                _remove_what_a_failed_start_wrote(folder, keep_config=_in_multirun())
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         log.debug(message)
@@ -68,7 +70,12 @@ def _remove_what_a_failed_start_wrote(folder: Path, keep_config: bool) -> None:
     folder given with hydra.run.dir may hold other files from before)."""
     if (folder / "checkpoints").exists():
         return
-    before = _FOLDER_CONTENTS.get(str(folder.resolve()), set())
+    if str(folder.resolve()) in _FOLDER_CONTENTS:  # a run's folder, as CheckOutputFolder found it
+        before = _FOLDER_CONTENTS[str(folder.resolve())]
+    elif _in_multirun():  # a sweep's job folder, made by Hydra for this job
+        before = set()
+    else:  # a folder whose earlier contents are unknown
+        return
     names = {*_STARTUP_FILES, *_log_files_in(folder)} - {".hydra" if keep_config else ""} - before
     for name in names:
         path = folder / name
