@@ -25,7 +25,7 @@ def scores(path: str, sample_counts: list[int], data_root: str | None) -> tuple[
     checkpoint = CheckpointParzen(path, data_root)
     val_lls = [checkpoint.validation(n).ll for n in sample_counts]
     full = checkpoint.test()
-    return load_checkpoint(path)["epoch"], val_lls, f"{full.ll:.1f} +- {full.se:.1f}"
+    return load_checkpoint(path)["epoch"] + 1, val_lls, f"{full.ll:.1f} +- {full.se:.1f}"
 
 
 def sample_count(text: str) -> int:

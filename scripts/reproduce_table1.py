@@ -190,10 +190,10 @@ def evaluate_last(run_dir: Path, seed: int, args) -> dict:
     step = {"global_step": saved["global_step"], "epochs": saved["epoch"] + 1}
     if record.exists() and (result := json.loads(record.read_text()))["global_step"] == step["global_step"]:
         return result
-    command = [sys.executable, "-m", "gan.eval", f"ckpt_path={checkpoint}", f"hydra.run.dir={run_dir / 'eval_last'}",
+    command = [sys.executable, "-m", "gan.eval", f"ckpt_path={checkpoint}",
                f"seed={seed}", *([f"data.root={args.data_root}"] if args.data_root else [])]  # fmt: skip
     print(" ".join(command), flush=True)
-    run_step(command, run_dir / "eval_last")
+    run_step(command, run_dir)
     result = {**json.loads(checkpoint.with_suffix(".eval.json").read_text()), **step}
     record.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result

@@ -38,7 +38,7 @@ def test_two_process_ddp_keeps_weights_identical_and_parzen_equal_on_every_rank(
     for key in ("test/parzen_ll", "test/parzen_se", "test/parzen_sigma"):
         assert tests[0][key] == tests[1][key], key
     # scripts/parzen_selection.py repeats both numbers from the checkpoint in one process (it draws each rank's share)
-    command = [sys.executable, str(REPO / "scripts" / "parzen_selection.py"), str(run_dir / "checkpoints" / "epoch_0000.ckpt"),
+    command = [sys.executable, str(REPO / "scripts" / "parzen_selection.py"), str(run_dir / "checkpoints" / "epoch_0001.ckpt"),
                "--samples", "200", "--data-root", str(tiny_mnist_root)]  # fmt: skip
     selection = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert selection.returncode == 0, selection.stderr[-2000:]

@@ -155,7 +155,7 @@ def test_last_checkpoint_follows_every_epoch_when_the_monitored_metric_stops_imp
     trainer = cpu_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, enable_checkpointing=True,
                           callbacks=[WorseEveryEpoch(), checkpoint])  # fmt: skip
     trainer.fit(small_gan(), RandomImages.make(n_train=16, batch_size=8))
-    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["epoch_0000.ckpt", "last.ckpt"]  # best: epoch 0
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["epoch_0001.ckpt", "last.ckpt"]  # best: the first epoch
     last = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert last["epoch"] == 2 and last["gan_counters"]["batches_seen"] == 6
     # the cached state key is the one Lightning derives, so its state is found again on resume
@@ -270,7 +270,7 @@ def test_parzen_callback_reports_non_finite_samples_as_divergence_not_a_tracebac
                                sample=lambda n, noise=None: torch.full((n, 4), float("nan")))
     trainer = SimpleNamespace(world_size=1, global_rank=0, datamodule=SimpleNamespace(scaling="gcn"))
     points = torch.rand(5, 4)
-    with pytest.raises(DivergenceError, match=r"non-finite samples \(epoch 3\).*Fix: lower the learning rates"):
+    with pytest.raises(DivergenceError, match=r"non-finite samples \(epoch 4\).*Fix: lower the learning rates"):
         ParzenLogLikelihood(sample_batch_size=8)._score(trainer, broken_g, 8, points, points)
 
 

@@ -37,6 +37,15 @@ def test_one_failing_job_does_not_stop_the_sweep(tiny_mnist_root, tmp_path):
     assert "model.k=0 is invalid" in result.stderr
     assert (sweep / "0" / "FAILED").read_text().startswith("ConfigError: model.k=0 is invalid")
     assert (sweep / "1" / "checkpoints" / "last.ckpt").is_file() and not (sweep / "1" / "FAILED").exists()
+    # the failing job says why in one line, not a traceback; the sweep ends with a table of its jobs
+    assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if "model.k=0" in line] == [
+        "error: model.k=0 is invalid: must be an integer >= 1 (e.g. model.k=1)"]
+    table = result.stdout[result.stdout.index("sweep sweep: 2 job(s), 1 failed"):].splitlines()  # relative to cwd
+    assert table[1].split() == ["job", "overrides", "status", "val/parzen_ll", "folder"]
+    assert table[2].split()[:3] == ["0", "model.k=0", "failed:"] and table[2].endswith("sweep/0")
+    assert table[3].split()[:3] == ["1", "model.k=1", "ok"] and table[3].endswith("sweep/1")
+    assert sorted(p.name for p in (sweep / "0").iterdir()) == [".hydra", "FAILED"]  # its overrides and its reason
 
 
 def test_submitit_launcher_runs_a_two_job_sweep(tiny_mnist_root, tmp_path):

@@ -238,13 +238,13 @@ def test_parzen_selection_repeats_the_runs_own_validation_and_test_numbers(tiny_
     assert run_cli("gan-train", "debug=fast", f"hydra.run.dir={run_dir}", "callbacks.parzen.sigmas=[0.2,0.5]",
                    *tiny_data_overrides(tiny_mnist_root)).returncode == 0  # fmt: skip
     logged = [float(r["val/parzen_ll"]) for r in csv.DictReader((run_dir / "csv" / "metrics.csv").open()) if r["val/parzen_ll"]]
-    tested = json.loads((run_dir / "metrics.json").read_text())  # gan-train's test of the best checkpoint (epoch 0)
-    command = [sys.executable, str(REPO / "scripts" / "parzen_selection.py"), str(run_dir / "checkpoints" / "epoch_0000.ckpt"),
+    tested = json.loads((run_dir / "metrics.json").read_text())  # gan-train's test of the best checkpoint (epoch 1)
+    command = [sys.executable, str(REPO / "scripts" / "parzen_selection.py"), str(run_dir / "checkpoints" / "epoch_0001.ckpt"),
                "--samples", "100", "200", "--data-root", str(tiny_mnist_root)]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     cells = [cell.strip() for cell in result.stdout.strip().splitlines()[-1].strip("|").split("|")]
-    assert cells[1] == "0"
+    assert cells[1] == "1"  # epochs count from 1, as in the file name
     assert float(cells[3]) == pytest.approx(logged[-1], abs=1e-3)  # debug=fast validates with 200 samples
     assert float(cells[2]) != pytest.approx(logged[-1], abs=1e-3)
     assert cells[4] == f"{tested['test/parzen_ll']:.1f} +- {tested['test/parzen_se']:.1f}"

@@ -46,7 +46,7 @@ def test_the_summary_names_the_first_checkpoint_at_the_target_and_whether_it_hel
     assert script.wall_since_start(105.0, calls) == 5.0 and script.wall_since_start(503.0, calls) == 13.0
     assert script.wall_since_start(300.0, calls) is None
     # a call cut short with the script has no recorded end: its last write under the run folder stands for it
-    written = tmp_path / "run" / "snapshots" / "epoch_0000.ckpt"
+    written = tmp_path / "run" / "snapshots" / "epoch_0001.ckpt"
     written.parent.mkdir(parents=True)
     written.write_text("")
     os.utime(written, (112.0, 112.0))

@@ -111,8 +111,10 @@ def evaluate(cfg: DictConfig) -> dict:
     from gan.callbacks.parzen import ParzenLogLikelihood
     from gan.callbacks.quality import SampleQuality
     from gan.utils.checkpoints import architecture_errors_explained, load_checkpoint
+    from gan.utils.console import one_line_per_record
     from gan.utils.instantiate import build, instantiate_callbacks, instantiate_loggers
 
+    one_line_per_record()
     checkpoint = load_checkpoint(cfg.ckpt_path)
     cfg = config_for_checkpoint(cfg, checkpoint)
     del checkpoint
@@ -146,7 +148,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="pkg://gan.conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    with user_errors_reported():
+    with user_errors_reported(run_folder=False):  # the result goes beside the checkpoint; no folder of its own
         evaluate(cfg)
 
 

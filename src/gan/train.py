@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -75,10 +76,15 @@ def check_same_selection_metric(cfg: DictConfig, checkpoint: dict, path) -> None
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Build everything the config names, fit, test; returns the final metrics."""
+    started = time.time()
     validate_config(cfg)
     # Torch and Lightning load only after validation, so a bad override fails in about a second.
     from hydra.utils import instantiate
     from lightning import seed_everything
+
+    from gan.utils.console import log_run_summary, one_line_per_record
+
+    one_line_per_record()
 
     from gan.callbacks.run_config import StoreRunConfig
     from gan.utils.checkpoints import architecture_errors_explained
@@ -110,15 +116,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.get("test", True):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             test_ckpt = best or (None if cfg.get("train", True) else ckpt_path)
-            with architecture_errors_explained(test_ckpt):
-                trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=False)
+            with architecture_errors_explained(test_ckpt):  # the summary below shows the results, not a table
+                trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=False, verbose=False)
             metrics.update(_metrics(trainer))
     finally:
         _finish_wandb(loggers)
 
     if trainer.is_global_zero:
         (Path(cfg.paths.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        log.info("metrics: %s", json.dumps(metrics, sort_keys=True))
+        log_run_summary(Path(cfg.paths.output_dir), metrics, trainer.current_epoch, started)
     return metrics
 
 
@@ -138,6 +144,7 @@ def _finish_wandb(loggers) -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://gan.conf", config_name="train")
 def _main(cfg: DictConfig) -> float | None:
+    metrics: dict[str, float] = {}  # stays empty when a sweep's job fails (reported, and the sweep goes on)
     with user_errors_reported():
         metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric"))

@@ -1,4 +1,4 @@
-"""Checkpoints: the best by a metric, and `last.ckpt` at every save point."""
+"""Checkpoints: the best by a metric, and `last.ckpt` at every save point, named by the project's epoch count."""
 
 from __future__ import annotations
 
@@ -8,8 +8,20 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 
-class LastAndBestCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, with `last.ckpt` refreshed at every epoch-end save point.
+class EpochCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint whose `{epoch}` in file names counts epochs from 1, as the progress bar,
+    samples and figures do: epoch_0001.ckpt holds the first epoch's training (Lightning's own 0-based index
+    stays in the checkpoint's "epoch" field)."""
+
+    def format_checkpoint_name(self, metrics: dict, filename: str | None = None, ver: int | None = None,
+                               prefix: str | None = None) -> str:  # fmt: skip
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename=filename, ver=ver, prefix=prefix)
+
+
+class LastAndBestCheckpoint(EpochCheckpoint):
+    """EpochCheckpoint, with `last.ckpt` refreshed at every epoch-end save point.
 
     Lightning 2.6 rewrites last.ckpt at an epoch end only when a top-k checkpoint is written there too: once
     the monitored metric stops improving, last.ckpt stays at the best epoch, and a resumed or requeued job

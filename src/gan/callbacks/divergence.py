@@ -40,7 +40,7 @@ class DivergenceGuard(Callback):
     @staticmethod
     def _loss_diverged(pl_module: LightningModule, where: str) -> DivergenceError:
         return DivergenceError(
-            f"training diverged: a non-finite D or G loss at {where} (epoch {pl_module.current_epoch}); the last "
+            f"training diverged: a non-finite D or G loss at {where} (epoch {pl_module.current_epoch + 1}); the last "
             "checkpoint on disk is the last good one. Fix: lower the learning rates or resume from that checkpoint "
             "with another seed"
         )

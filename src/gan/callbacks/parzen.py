@@ -114,7 +114,7 @@ class ParzenLogLikelihood(Callback):
         centres = gather_samples(trainer, pl_module, n_samples, self.seed, self.sample_batch_size)
         if not torch.isfinite(centres).all():  # the same on every rank (gathered), so every rank stops here
             raise DivergenceError(
-                f"the generator produced non-finite samples (epoch {pl_module.current_epoch}), so the Parzen estimate "
+                f"the generator produced non-finite samples (epoch {pl_module.current_epoch + 1}), so the Parzen estimate "
                 "cannot be computed. Fix: lower the learning rates, or resume from an earlier checkpoint with another seed"
             )
         reduce_sum = lambda t: trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731

@@ -13,6 +13,7 @@ from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
 from gan.data.base import InMemoryImageDataModule
+from gan.data.download import download_failure, no_empty_folders_left
 from gan.errors import DataError
 
 
@@ -76,9 +77,10 @@ class CIFAR10DataModule(InMemoryImageDataModule):
             if not self.download:
                 raise DataError(self._missing_message("download is off (data.download=false)"))
             try:
-                datasets.CIFAR10(self.root, train=train, download=True)  # checks the archive's md5 itself
+                with no_empty_folders_left(Path(self.root)):
+                    datasets.CIFAR10(self.root, train=train, download=True)  # checks the archive's md5 itself
             except Exception as error:  # URLError, socket errors, HTTP errors, md5 mismatch of the download
-                raise DataError(self._missing_message(f"the download failed: {_first_line(error)}")) from error
+                raise DataError(self._missing_message(f"the download failed: {download_failure(error)}")) from error
         try:
             return self._reader()(self.root, train=train, download=False)
         except Exception as error:  # md5 mismatch (RuntimeError), truncated pickle, wrong keys or sizes

@@ -9,6 +9,7 @@ import torch
 from torchvision import datasets
 
 from gan.data.base import InMemoryImageDataModule
+from gan.data.download import download_failure, no_empty_folders_left
 from gan.errors import DataError
 
 # md5 of the uncompressed IDX files torchvision reads (the .gz md5s are checked by torchvision itself).
@@ -69,10 +70,10 @@ class MNISTDataModule(InMemoryImageDataModule):
             if not self.download:
                 raise DataError(self._missing_message("download is off (data.download=false)"))
             try:
-                cls(self.root, train=train, download=True)
+                with no_empty_folders_left(Path(self.root), self.raw_folder.parent, self.raw_folder):
+                    cls(self.root, train=train, download=True)
             except Exception as error:  # URLError, socket errors, HTTP errors, md5 mismatch of the download
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise DataError(self._missing_message(f"the download failed: {reason}")) from error
+                raise DataError(self._missing_message(f"the download failed: {download_failure(error)}")) from error
         try:
             return cls(self.root, train=train, download=False)
         except (ValueError, RuntimeError, OSError) as error:
