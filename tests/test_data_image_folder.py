@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from lightning import Callback
 from PIL import Image
 
 from tests.helpers import run_cli
@@ -278,3 +279,36 @@ def test_sigkill_mid_epoch_with_workers_then_auto_resume_gives_bit_identical_wei
     again = _train(resumed, folder, "auto_resume=true")
     assert again.returncode == 0, again.stderr[-3000:]
     _assert_same_weights(reference / "final.pt", resumed / "final.pt")
+
+
+class RecordTrainingImages(Callback):
+    """For real runs (+callbacks.x._target_=tests.test_data_image_folder.RecordTrainingImages): each process
+    writes a fingerprint of every training image it was given."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath, self.seen = Path(dirpath), []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen += [hashlib.sha1(image.cpu().numpy().tobytes()).hexdigest() for image in batch]
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        (self.dirpath / f"rank{trainer.global_rank}.txt").write_text("\n".join(self.seen))
+
+
+@pytest.mark.slow
+def test_two_processes_train_on_disjoint_shares_of_the_folder(folder, tmp_path):
+    run_dir = tmp_path / "ddp"
+    run_dir.mkdir()
+    result = run_cli("gan-train", "debug=fast", "trainer=ddp_cpu", "data=image_folder", f"data.path={folder}",
+                     "data.image_size=16", "data.num_workers=1", "data.batch_size=20", "data.val_fraction=0.2",
+                     "data.test_fraction=0.1", "callbacks.parzen.select_points=20", "test=false",
+                     "trainer.limit_train_batches=1.0", f"hydra.run.dir={run_dir}",
+                     "+callbacks.record._target_=tests.test_data_image_folder.RecordTrainingImages",
+                     f"+callbacks.record.dirpath={run_dir}", env=ENV, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = [(run_dir / f"rank{rank}.txt").read_text().splitlines() for rank in (0, 1)]
+    data = _datamodule(folder)
+    data.setup()
+    per_rank = len(data.files["train"]) // 2 // 20 * 20
+    assert len(seen[0]) == len(seen[1]) == per_rank and len(set(seen[0])) == per_rank
+    assert not set(seen[0]) & set(seen[1])

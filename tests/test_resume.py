@@ -303,7 +303,8 @@ def test_checkpoint_write_failure_leaves_the_previous_checkpoint_intact(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left behind
 
 
-def test_resume_from_an_epoch_end_checkpoint_runs_the_next_epoch_whole_and_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_from_an_epoch_end_checkpoint_runs_the_next_epoch_whole_and_matches_an_uninterrupted_run(tmp_path, num_workers):
     """What a requeued job does: last.ckpt was written at an epoch end, so the loader's saved position is the
     end of that epoch; the next epoch must still run from its first batch."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -311,7 +312,7 @@ def test_resume_from_an_epoch_end_checkpoint_runs_the_next_epoch_whole_and_match
     from tests.helpers import RandomImages, cpu_trainer, small_gan
 
     def data():
-        return RandomImages.make(n_train=64, batch_size=8)
+        return RandomImages.make(n_train=64, batch_size=8, num_workers=num_workers)
 
     torch.manual_seed(0)  # the same initial weights for both runs
     uninterrupted = small_gan(seed=3)

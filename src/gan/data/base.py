@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 
 from gan.data.loader import TensorBatchLoader
 from gan.data.scaling import SCALINGS, scale, to_unit_range
-from gan.data.workers import worker_loader
+from gan.data.workers import epoch_to_run, worker_loader
 from gan.errors import ConfigError, DataError
 
 
@@ -105,7 +105,7 @@ class InMemoryImageDataModule(LightningDataModule):
         rank, world = self._rank_world()
         if self.num_workers > 0:  # the same batches as without workers, and resumable mid-epoch
             return worker_loader(TensorDataset(data), batch_size, train, self.seed, self.num_workers, rank, world,
-                                 shuffle=self.shuffle, pin_memory=self._pin_memory())  # fmt: skip
+                                 shuffle=self.shuffle, pin_memory=self._pin_memory(), epoch=epoch_to_run(self.trainer))  # fmt: skip
         progress = self._training_progress if train and self.trainer is not None else None
         return TensorBatchLoader(data, batch_size, shuffle, drop_last=train, seed=self.seed, rank=rank,
                                  world_size=world, progress=progress)  # fmt: skip

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from gan.data.image_files import EXTENSIONS, ImageFiles, check_headers, find_images, split_by_file
 from gan.data.loader import TensorBatchLoader
 from gan.data.scaling import SCALINGS, to_unit_range
-from gan.data.workers import worker_loader
+from gan.data.workers import epoch_to_run, worker_loader
 from gan.errors import ConfigError, DataError
 
 log = logging.getLogger("gan")
@@ -137,7 +137,8 @@ class ImageFolderDataModule(LightningDataModule):
                             f"data.batch_size={self.batch_size}, so nothing would train; lower data.batch_size")  # fmt: skip
         pin = self.pin_memory and self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return worker_loader(self._dataset(self.files["train"], self.hflip), self.batch_size, True, self.seed,
-                             self.num_workers, rank, world, self.shuffle, pin_memory=pin, with_epoch=True)  # fmt: skip
+                             self.num_workers, rank, world, self.shuffle, pin_memory=pin, with_epoch=True,
+                             epoch=epoch_to_run(self.trainer))  # fmt: skip
 
     def _eval_loader(self, split: str) -> TensorBatchLoader:
         rank, world = self._rank_world()

@@ -54,9 +54,17 @@ class EpochShardSampler(DistributedSampler):
         self._resume_at = state["yielded"]
 
 
+def epoch_to_run(trainer) -> int:
+    """The epoch a training loader made now will start with: worker processes draw their first indices when
+    Lightning creates the iterator, before it calls `set_epoch`, and a run resumed from an epoch-end checkpoint
+    gets no saved loader state (Lightning loads it mid-epoch only), so the sampler must know the epoch already."""
+    progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_progress", None), "current", None)
+    return int(getattr(progress, "processed", 0))
+
+
 def worker_loader(dataset, batch_size: int, train: bool, seed: int, num_workers: int, rank: int = 0,
                   world_size: int = 1, shuffle: bool = True, pin_memory: bool = False,
-                  with_epoch: bool = False) -> StatefulDataLoader:  # fmt: skip
+                  with_epoch: bool = False, epoch: int = 0) -> StatefulDataLoader:  # fmt: skip
     """Training (`train`): shuffled by (seed, epoch), full batches of this rank's share only. Evaluation: in
     order, every item once, the last batch possibly short.
 
@@ -65,6 +73,7 @@ def worker_loader(dataset, batch_size: int, train: bool, seed: int, num_workers:
     """
     sampler = EpochShardSampler(dataset, seed, shuffle and train, rank, world_size, drop_last=train,
                                 with_epoch=with_epoch)  # fmt: skip
+    sampler.set_epoch(epoch)
     with warnings.catch_warnings():  # torchdata 0.11 calls torch.set_vital, deprecated in torch 2.9: not our concern
         warnings.filterwarnings("ignore", message=".*set_vital.*")
         return StatefulDataLoader(
