@@ -77,9 +77,12 @@ def test_flat_folder_and_class_subfolders_are_both_read(tmp_path):
     (flat / ".hidden.png").write_bytes(b"")
     paths, labels, classes = find_images(flat)
     assert len(paths) == 12 and classes == [] and set(labels) == {0}
-    nested = write_image_folder(tmp_path / "nested", n=12, classes=2)
+    nested = write_image_folder(tmp_path / ".cache" / "nested", n=12, classes=2)  # a hidden folder above is fine
     (nested / "class_0" / "more").mkdir()
     Image.new("RGB", (16, 16)).save(nested / "class_0" / "more" / "deep.png")
+    (nested / ".ipynb_checkpoints").mkdir()  # hidden folders and files are no classes and no images
+    Image.new("RGB", (16, 16)).save(nested / ".ipynb_checkpoints" / "copy.png")
+    Image.new("RGB", (16, 16)).save(nested / "class_1" / ".copy.png")
     paths, labels, classes = find_images(nested)
     assert len(paths) == 13 and classes == ["class_0", "class_1"]
 

@@ -41,7 +41,16 @@ class UnreadableImageError(DataError):
 
 
 def _is_image(path: str) -> bool:
+    """`path` relative to the data folder: an image file, with no hidden file or folder on the way."""
     return path.lower().endswith(EXTENSIONS) and not any(part.startswith(".") for part in Path(path).parts)
+
+
+class _VisibleImageFolder(datasets.ImageFolder):
+    """ImageFolder without hidden class folders (.ipynb_checkpoints, .cache, ...)."""
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        return classes, {name: index for index, name in enumerate(classes)}
 
 
 def find_images(root: Path) -> tuple[list[str], list[int], list[str]]:
@@ -57,7 +66,8 @@ def find_images(root: Path) -> tuple[list[str], list[int], list[str]]:
             f"{root} holds both class subfolders and image files ({loose[0]}, ...); the files would be left out. "
             f"Fix: move them into a subfolder, or point data.path at a folder of one layout"
         )
-    folder = datasets.ImageFolder(str(root), is_valid_file=_is_image, allow_empty=True)
+    folder = _VisibleImageFolder(str(root), is_valid_file=lambda path: _is_image(os.path.relpath(path, root)),
+                                 allow_empty=True)  # fmt: skip
     return [path for path, _ in folder.samples], [label for _, label in folder.samples], folder.classes
 
 
