@@ -43,6 +43,12 @@ CONFIG_CASES = [
     (["model.cuda_graph=true", "trainer.precision=bf16-mixed"],
      ["model.cuda_graph=true runs fp32 eager kernels only, not with trainer.precision=bf16-mixed", "Fix:"]),
     (["callbacks.parzen.sigmas=[]"], ["callbacks.parzen.sigmas=[] is invalid", "numbers > 0"]),
+    (["data=image_folder"], ["data.path is not set; set it on the command line, e.g. data.path=/path/to/images"]),
+    (["data=image_folder", "data.path=images", "data.channels=4"], ["data.channels=4 is invalid", "1 (grey) or 3 (RGB)"]),
+    (["data=image_folder", "data.path=images", "data.image_size=32", "model.generator.out_shape=[3,64,64]"],
+     ["model.generator.out_shape=[3, 64, 64] does not match data.shape=[3, 32, 32]", "add data.channels=3 data.image_size=64"]),
+    (["experiment=cifar10_conv", "data=image_folder", "data.path=images"],  # the paper's conv G makes 32x32 only
+     ["makes 32x32 images, but data.shape=[3, 64, 64]", "add data.channels=3 data.image_size=32"]),
     (["callbacks.parzen.test_select_points=0"], ["callbacks.parzen.test_select_points=0 is invalid", "null (the whole validation split) or an integer >= 1"]),
 ]
 

@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf
 
 from gan.choices import G_LOSSES, NOISE_DISTRIBUTIONS, SCALINGS, UPDATE_SCHEMES
 from gan.errors import ConfigError
@@ -80,6 +80,14 @@ RULES: dict[str, tuple[Check, str, str]] = {
     "data.val_size": (_int_at_least(1), "an integer >= 1", "10000"),
     "data.gcn_scale": (_positive_number, "a number > 0", "55"),
     "data.fold": (_one_of(range(5)), "one of 0, 1, 2, 3, 4", "0"),
+    # data=image_folder (a missing data.path is reported by _value: "set it on the command line")
+    "data.path": (lambda v: isinstance(v, str) and v.strip() != "", "a folder of images", "/path/to/images"),
+    "data.image_size": (_int_at_least(1), "an integer >= 1", "64"),
+    "data.channels": (_one_of((1, 3)), "1 (grey) or 3 (RGB)", "3"),
+    **{f"data.{key}": (lambda v: _unit_interval_open_right(v) and v > 0, "a number in (0, 1)", "0.05")
+       for key in ("val_fraction", "test_fraction")},
+    "data.train_sample_size": (_int_at_least(1), "an integer >= 1", "10000"),
+    **{f"data.{key}": (lambda v: isinstance(v, bool), "true or false", "true") for key in ("resize", "hflip")},
     "trainer.max_epochs": (_optional(_int_at_least(-1)), "an integer >= -1 (-1: no limit)", "100"),
     "trainer.devices": (lambda v: v == "auto" or _int_at_least(1)(v) or isinstance(v, (list, ListConfig)),
                         "an integer >= 1, a list of device ids, or auto", "1"),
@@ -114,11 +122,14 @@ def refuse_renamed_keys(overrides: list[str]) -> None:
                               f"{RENAMED_KEYS[key]}={value}")
 
 
-def _value(cfg: DictConfig, key: str) -> Any:
+def _value(cfg: DictConfig, key: str, example: str = "...") -> Any:
     try:
         value = OmegaConf.select(cfg, key, default=MISSING, throw_on_missing=True)
-    except Exception as error:  # an interpolation that cannot resolve, a ??? value
-        raise ConfigError(f"{key} cannot be resolved ({error}); set it on the command line, e.g. {key}=...") from None
+    except MissingMandatoryValue:  # a ??? value
+        raise ConfigError(f"{key} is not set; set it on the command line, e.g. {key}={example}") from None
+    except Exception as error:  # an interpolation that cannot resolve
+        raise ConfigError(f"{key} cannot be resolved ({str(error).splitlines()[0]}); set it on the command line, "
+                          f"e.g. {key}={example}") from None
     if isinstance(value, (DictConfig, ListConfig)):
         return value if isinstance(value, ListConfig) else MISSING
     return value
@@ -134,7 +145,7 @@ def _owned_by_a_user_class(cfg: DictConfig, key: str) -> bool:
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError (one line: key, bad value, what is allowed) for the first invalid value."""
     for key, (check, allowed, example) in RULES.items():
-        value = _value(cfg, key)
+        value = _value(cfg, key, example)
         if value is MISSING or _owned_by_a_user_class(cfg, key):
             continue
         if not check(value):
@@ -155,8 +166,33 @@ def _check_shapes(cfg: DictConfig) -> None:
         if shape is not MISSING and list(shape) != data_shape:
             raise ConfigError(
                 f"{key}={list(shape)} does not match data.shape={data_shape}; networks and data must agree "
-                f"(remove the override of {key}, or pick a data config with that shape)"
+                f"(remove the override of {key}, or {_data_with_shape(cfg, list(shape))})"
             )
+    made = _fixed_generator_size(cfg)
+    if made is not None and made != data_shape[1:]:
+        raise ConfigError(
+            f"the generator (model.generator._target_={_value(cfg, 'model.generator._target_')}) makes "
+            f"{made[0]}x{made[1]} images, but data.shape={data_shape}; networks and data must agree "
+            f"({_data_with_shape(cfg, data_shape[:1] + made)}, or use a generator sized from the data)"
+        )
+
+
+def _data_with_shape(cfg: DictConfig, shape: list) -> str:
+    """How to get data of `shape`: for data=image_folder its own keys, otherwise another data config."""
+    if _value(cfg, "data.image_size") is not MISSING and len(shape) == 3 and shape[1] == shape[2]:
+        return f"add data.channels={shape[0]} data.image_size={shape[1]}"
+    return "pick a data config with that shape"
+
+
+def _fixed_generator_size(cfg: DictConfig) -> list[int] | None:
+    """[H, W] of a generator whose output size its layers fix (the paper's transposed-conv G), else None."""
+    if not str(_value(cfg, "model.generator._target_")).endswith("ConvTransposeGenerator"):
+        return None
+    feature, kernel, stride = (_value(cfg, f"model.generator.{k}") for k in ("feature_shape", "kernel_size", "stride"))
+    if any(value is MISSING for value in (feature, kernel, stride)):
+        return None
+    side = (int(feature[1]) - 1) * int(stride) + int(kernel)
+    return [side, (int(feature[2]) - 1) * int(stride) + int(kernel)]
 
 
 # A bounded generator output must cover the range the data was scaled to (a Tanh G on [0, 1] data trains, but

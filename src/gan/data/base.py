@@ -6,10 +6,11 @@ from collections.abc import Sequence
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from gan.data.loader import TensorBatchLoader
 from gan.data.scaling import SCALINGS, scale, to_unit_range
+from gan.data.workers import epoch_to_run, worker_loader
 from gan.errors import ConfigError, DataError
 
 
@@ -19,7 +20,8 @@ class InMemoryImageDataModule(LightningDataModule):
     `scaling` maps them to what the networks see (`gcn_scale`: each image's norm under gcn, 55 in the paper's
     CIFAR-10 code). With `device_resident` (default) the splits move to the training device once, so no
     batch is copied host-to-device during training. `num_workers > 0` switches
-    to a torch DataLoader with worker processes (only useful if a subclass adds per-item work).
+    to a DataLoader with worker processes (only useful if a subclass adds per-item work), resumable mid-epoch
+    like the in-memory loader (see gan.data.workers).
     """
 
     name = "dataset"
@@ -85,6 +87,9 @@ class InMemoryImageDataModule(LightningDataModule):
             return self.trainer.strategy.root_device
         return torch.device("cpu")
 
+    def _pin_memory(self) -> bool:
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
     def _rank_world(self) -> tuple[int, int]:
         if self.trainer is None:
             return 0, 1
@@ -97,13 +102,10 @@ class InMemoryImageDataModule(LightningDataModule):
         data = self.splits[split]
         batch_size = self.batch_size if train else self.eval_batch_size
         shuffle = self.shuffle and train
-        if self.num_workers > 0:
-            generator = torch.Generator().manual_seed(self.seed)
-            return DataLoader(
-                TensorDataset(data), batch_size, shuffle=shuffle, drop_last=train,
-                num_workers=self.num_workers, persistent_workers=True, generator=generator,
-            )  # fmt: skip
         rank, world = self._rank_world()
+        if self.num_workers > 0:  # the same batches as without workers, and resumable mid-epoch
+            return worker_loader(TensorDataset(data), batch_size, train, self.seed, self.num_workers, rank, world,
+                                 shuffle=self.shuffle, pin_memory=self._pin_memory(), epoch=epoch_to_run(self.trainer))  # fmt: skip
         progress = self._training_progress if train and self.trainer is not None else None
         return TensorBatchLoader(data, batch_size, shuffle, drop_last=train, seed=self.seed, rank=rank,
                                  world_size=world, progress=progress)  # fmt: skip

@@ -25,19 +25,31 @@ class EpochPermutation:
         self.epoch = epoch
 
     def indices(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Made on `device` (on a GPU: no host-to-device copy, ever)."""
+        """Drawn on the CPU and moved to `device`: CUDA's randperm gives another order than the CPU's for the
+        same seed, and a run's data order must not depend on where it runs (one small copy per epoch)."""
         if not self.shuffle:
             return torch.arange(n, device=device)
-        generator = torch.Generator(device).manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(n, generator=generator, device=device)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(n, generator=generator).to(device)
+
+
+def rank_share(order: torch.Tensor, rank: int, world_size: int, drop_last: bool) -> torch.Tensor:
+    """This rank's part of an epoch's order. Training (`drop_last`): equal contiguous shares, or a rank with one
+    batch less leaves the others waiting in DDP; evaluation: every `world_size`-th item, each item once."""
+    if drop_last:
+        per_rank = len(order) // world_size
+        return order[rank * per_rank : (rank + 1) * per_rank]
+    return order[rank::world_size]
+
+
+def share_size(n: int, rank: int, world_size: int, drop_last: bool) -> int:
+    return n // world_size if drop_last else len(range(rank, n, world_size))
 
 
 class TensorBatchLoader:
     """Iterates over batches of `data` (N, ...) for one rank of `world_size`.
 
-    Each rank gets a disjoint, equally long share of every epoch's permutation (the tail that does not
-    divide evenly is dropped when training (drop_last), so all ranks run the same number of steps; evaluation
-    keeps every item exactly once by giving the first ranks one item more).
+    Each rank gets a disjoint share of every epoch's permutation (`rank_share`).
     Resumable mid-epoch: `state_dict` records how many batches of the epoch training has consumed,
     read from `progress` (Lightning prefetches one batch, so the loader's own count runs ahead).
     """
@@ -66,17 +78,10 @@ class TensorBatchLoader:
         return self.data
 
     def _rank_indices(self) -> torch.Tensor:
-        order = self.sampler.indices(len(self.data), self.data.device)
-        if self.drop_last:  # training: equal shares, or a rank with one batch less leaves the others waiting in DDP
-            per_rank = len(order) // self.world_size
-            return order[self.rank * per_rank : (self.rank + 1) * per_rank]
-        return order[self.rank :: self.world_size]
+        return rank_share(self.sampler.indices(len(self.data), self.data.device), self.rank, self.world_size, self.drop_last)
 
     def _num_items(self) -> int:
-        n = len(self.data)
-        if self.drop_last:
-            return n // self.world_size
-        return len(range(self.rank, n, self.world_size))
+        return share_size(len(self.data), self.rank, self.world_size, self.drop_last)
 
     def __len__(self) -> int:
         items = self._num_items()
