@@ -26,12 +26,13 @@ DEFAULT_EPOCHS = {"mnist": 4, "fashion_mnist": 5, "cifar10": 15}
 
 
 def check_labelled(datamodule) -> None:
-    if not hasattr(datamodule, "_dataset") or not hasattr(datamodule, "val_size"):
+    if not hasattr(datamodule, "labelled_splits") and not (hasattr(datamodule, "_dataset") and hasattr(datamodule, "val_size")):
         raise DataError(f"{datamodule.name} has no class labels here; the feature network needs a labelled dataset. "
-                        "Fix: gan-train-features data=mnist, fashion_mnist or cifar10")  # fmt: skip
+                        "Fix: gan-train-features data=mnist, fashion_mnist, cifar10, or data=image_folder "
+                        "data.path=<a folder with one subfolder per class>")  # fmt: skip
 
 
-def labelled_splits(datamodule) -> dict[str, tuple]:
+def labelled_splits(datamodule, max_train: int | None = None) -> dict[str, tuple]:
     """{split: (images in [0, 1], labels)} with the datamodule's own split of the training file, the images as the
     quality metrics will feed them (`to_unit_range` of the scaled images: raw pixels unless the scaling is gcn)."""
     import torch
@@ -39,6 +40,8 @@ def labelled_splits(datamodule) -> dict[str, tuple]:
     from gan.data.scaling import is_invertible, scale, to_unit_range
 
     check_labelled(datamodule)
+    if hasattr(datamodule, "labelled_splits"):  # an image folder: labels from its class subfolders
+        return datamodule.labelled_splits(max_train)
     datamodule.prepare_data()
     images = datamodule.load_splits()  # [0, 1], before the networks' scaling; checks files and md5s
     train_labels = torch.as_tensor(datamodule._dataset(train=True).targets, dtype=torch.long)
@@ -76,7 +79,7 @@ def train_feature_network(cfg: DictConfig) -> dict:
     epochs = int(opts.epochs or DEFAULT_EPOCHS.get(dataset_key(datamodule), 5))
     if epochs < 1 or int(opts.batch_size) < 1 or not float(opts.lr) > 0:
         raise ConfigError("features.epochs, features.batch_size and features.lr must be > 0 (e.g. features.epochs=4)")
-    splits = labelled_splits(datamodule)
+    splits = labelled_splits(datamodule, opts.get("max_train_images"))
     train_x, train_y = splits["train"]
     num_classes = int(max(int(y.max()) for _, y in splits.values())) + 1
     mean, std = pixel_stats(train_x)

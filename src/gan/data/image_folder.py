@@ -4,6 +4,7 @@ other dataset's, for the Parzen and quality estimates."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from gan.data.image_files import EXTENSIONS, ImageFiles, check_headers, find_images, split_by_file
+from gan.data.image_files import EXTENSIONS, ImageFiles, check_headers, find_images, split_by_file, split_position
 from gan.data.loader import TensorBatchLoader
 from gan.data.scaling import SCALINGS, to_unit_range
 from gan.data.workers import epoch_to_run, worker_loader
@@ -93,7 +94,8 @@ class ImageFolderDataModule(LightningDataModule):
         self._check_settings()
         self.root = self.root.resolve()
         channels, size = self.shape[0], self.shape[1]
-        paths, _, self.classes = find_images(self.root)
+        paths, labels, self.classes = find_images(self.root)
+        self._labels = dict(zip(paths, labels))
         if not paths:
             raise DataError(f"no image files ({', '.join(EXTENSIONS)}) under {self.root}. Fix: data.path=<a folder of "
                             "images, flat or one subfolder per class>")  # fmt: skip
@@ -158,6 +160,33 @@ class ImageFolderDataModule(LightningDataModule):
         if split == "train" and "train" not in self.splits:
             self.splits["train"] = self._load(self._train_sample_paths)
         return self.splits[split]
+
+    # --- the feature network of the quality metrics (gan-train-features data=image_folder) ---------------------
+    @property
+    def feature_cache_name(self) -> str:
+        """This folder's feature network in the cache: its name, shape and a hash of its absolute path."""
+        folder = self.root.resolve()
+        digest = hashlib.sha1(str(folder).encode()).hexdigest()[:8]
+        return f"folder_{folder.name}_{'x'.join(map(str, self.shape))}_{digest}"
+
+    @property
+    def feature_training_command(self) -> str:
+        return (f"gan-train-features data=image_folder data.path={self.root} data.image_size={self.shape[1]} "
+                f"data.channels={self.shape[0]} data.scaling={self.scaling}")
+
+    def labelled_splits(self, max_train: int | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{split: (images as the quality metrics feed them, in [0, 1]; class indices)}, the training split
+        decoded into memory (its first `max_train` images in hash order, a sample across classes)."""
+        self.setup()
+        if len(self.classes) < 2:
+            raise DataError(f"{self.root} has no class subfolders, and the feature network learns to tell classes "
+                            "apart. Fix: sort the images into one subfolder per class, or use "
+                            "callbacks.quality.feature=inception")  # fmt: skip
+        train = sorted(self.files["train"], key=lambda path: split_position(self.root, path))[:max_train]
+        images = {"train": self._load(train), "val": self.images("val"), "test": self.images("test")}
+        paths = {"train": train, "val": self.files["val"], "test": self.files["test"]}
+        return {split: (self.to_unit_range(images[split].cpu()), torch.tensor([self._labels[p] for p in paths[split]]))
+                for split in images}  # fmt: skip
 
     def pixel_mean(self) -> torch.Tensor:
         """Mean training image in the networks' space (for the generator's output bias), over the sample."""

@@ -188,13 +188,16 @@ def inception_extractor(weights: str | Path | None = None) -> InceptionFeatures:
 # --- the cache ---------------------------------------------------------------------------------------------------
 def dataset_key(datamodule_or_name) -> str:
     """The cache name of a dataset (also its `data=` option): mnist, fashion_mnist, cifar10."""
+    own_name = getattr(datamodule_or_name, "feature_cache_name", None)  # a datamodule that names its own (a folder)
+    if own_name is not None:
+        return own_name
     name = datamodule_or_name if isinstance(datamodule_or_name, str) else getattr(datamodule_or_name, "name", "")
     if name in DATASET_KEYS.values():
         return name
     if name not in DATASET_KEYS:
         raise MissingFeatureNetwork(
             f"no trained feature network is defined for the dataset {name!r} (gan-train-features supports "
-            f"{', '.join(DATASET_KEYS)}). Fix: callbacks.quality.feature=inception {INCEPTION_SETTING}=/path/to/"
+            f"{', '.join(DATASET_KEYS)} and image_folder with class subfolders). Fix: callbacks.quality.feature=inception {INCEPTION_SETTING}=/path/to/"
             "weights.pth (any images), or remove the quality callback for this dataset"
         )
     return DATASET_KEYS[name]
@@ -211,6 +214,8 @@ def feature_key(datamodule) -> str:
 
 
 def training_command(datamodule) -> str:
+    if (command := getattr(datamodule, "feature_training_command", None)) is not None:
+        return command
     return f"gan-train-features data={dataset_key(datamodule)} data.scaling={getattr(datamodule, 'scaling', 'unit')}"
 
 
