@@ -16,7 +16,7 @@
 #   5. the framework with bf16-mixed, and with torch.compile, vs the bare eager fp32 loop, mnist_paper
 set -u
 out=${1:-outputs/bench_gpu}
-data=${GAN_DATA_ROOT:-../shared/data}
+data=${GAN_DATA_ROOT:-data}   # the folder holding MNIST/raw/ (as paths.data_dir)
 py=${PYTHON:-python}
 device=cuda trainer=gpu steps=400 long_steps=700 repeats=3 epochs=25 epoch_epochs=3 tiny=()
 if [ "${SMOKE:-0}" = 1 ]; then

@@ -61,7 +61,7 @@ write_config() {
     local host node
     host=$(hostname -s)
     if [[ -e $CONF_DIR/slurm.conf ]] && ! grep -qF "$MARK" "$CONF_DIR/slurm.conf"; then
-        die "$CONF_DIR/slurm.conf exists and was not written by this script; this machine already has a SLURM setup"
+        die "$CONF_DIR/slurm.conf exists and was not written by this script; this host already has a SLURM setup"
     fi
     mkdir -p "$CONF_DIR" "$DIR"/{run,log,state/ctld,state/d,mysql}
     # this node exactly as slurmd sees it (CPUs, sockets, cores, memory): a mismatch would drain it
