@@ -86,3 +86,13 @@ def test_gan_eval_samples_with_the_checkpoints_seed_unless_the_command_line_sets
     # A checkpoint stored without a seed (a run with seed=null) keeps gan-eval's.
     del run[next(iter(run))]["seed"]
     assert config_for_checkpoint(eval_cfg, run, ["ckpt_path=x.ckpt"]).seed == 1234
+
+
+def test_gan_eval_names_the_new_key_of_a_moved_one(tmp_path):
+    from tests.helpers import run_cli
+
+    result = run_cli("gan-eval", "ckpt_path=x.ckpt", "model.g_loss=minimax", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: model.g_loss is now model.objective.g_loss (the objective is a config group, "
+                                     "model/objective=gan2014|hinge|least_squares|wasserstein_gp). Fix: "
+                                     "model.objective.g_loss=minimax")  # fmt: skip

@@ -39,3 +39,10 @@ def test_a_folder_without_classes_names_the_fix_and_a_missing_network_names_its_
     labelled = _datamodule(write_image_folder(tmp_path / "labelled", n=60, classes=2))
     with pytest.raises(MissingFeatureNetwork, match=r"Fix: run gan-train-features data=image_folder data.path="):
         build_extractor("trained", tmp_path / "empty_cache", labelled)
+
+
+def test_gan_train_features_on_a_folder_without_its_path_is_one_line(tmp_path):
+    result = run_cli("gan-train-features", "data=image_folder", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: data.path is not set"), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

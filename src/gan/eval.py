@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gan.config import validate_config
+from gan.config import refuse_renamed_keys, validate_config
 from gan.errors import CheckpointError
 from gan.utils.files import write_json_atomically
 from gan.utils.run import user_errors_reported
@@ -147,9 +148,15 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://gan.conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     with user_errors_reported(run_folder=False):  # the result goes beside the checkpoint; no folder of its own
         evaluate(cfg)
+
+
+def main() -> None:
+    with user_errors_reported(run_folder=False):  # before Hydra, which would only say that a moved key is unknown
+        refuse_renamed_keys(sys.argv[1:])
+    _main()
 
 
 if __name__ == "__main__":

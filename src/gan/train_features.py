@@ -61,25 +61,33 @@ def labelled_splits(datamodule, max_train: int | None = None) -> dict[str, tuple
 def train_feature_network(cfg: DictConfig) -> dict:
     """Train, evaluate and cache; returns the summary that is also printed as JSON."""
     import torch
-    from hydra.utils import instantiate
 
+    from gan.config import validate_config
     from gan.metrics.features import (
         FeatureClassifier, accuracy, cache_path, dataset_key, feature_key, pixel_stats, save_feature_network,
     )  # fmt: skip
 
+    from gan.utils.instantiate import build
+
+    validate_config(cfg)  # the data keys: a missing data.path or a bad value is one line, before anything loads
     opts = cfg.features
     if cfg.get("extras", {}).get("print_config"):
         print_config(cfg)
     if opts.threads:
         torch.set_num_threads(int(opts.threads))
     torch.manual_seed(int(cfg.seed))
-    datamodule = instantiate(cfg.data)
+    datamodule = build(cfg.data, "data")
     check_labelled(datamodule)
     key = feature_key(datamodule)
     epochs = int(opts.epochs or DEFAULT_EPOCHS.get(dataset_key(datamodule), 5))
     if epochs < 1 or int(opts.batch_size) < 1 or not float(opts.lr) > 0:
         raise ConfigError("features.epochs, features.batch_size and features.lr must be > 0 (e.g. features.epochs=4)")
-    splits = labelled_splits(datamodule, opts.get("max_train_images"))
+    max_train = opts.get("max_train_images")
+    if max_train is not None and not (isinstance(max_train, int) and max_train >= 1):
+        raise ConfigError(f"features.max_train_images={max_train!r} is invalid: must be null or an integer >= 1 "
+                          "(e.g. features.max_train_images=50000)")  # fmt: skip
+    splits = labelled_splits(datamodule, max_train)
+    splits["train"] = tuple(part[:max_train] for part in splits["train"])  # every dataset, folders and files alike
     train_x, train_y = splits["train"]
     num_classes = int(max(int(y.max()) for _, y in splits.values())) + 1
     mean, std = pixel_stats(train_x)

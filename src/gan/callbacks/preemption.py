@@ -73,7 +73,7 @@ class PreemptionCheckpoint(Callback):
             self._saved_for = signum
             if trainer.is_global_zero:
                 log.warning("%s: saved %s after %d training batches (epoch %d); stopping", signal.Signals(signum).name,
-                            self.path, getattr(pl_module, "batches_seen", trainer.global_step), trainer.current_epoch)
+                            self.path, getattr(pl_module, "batches_seen", trainer.global_step), trainer.current_epoch + 1)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
         self._stop_if_saved()

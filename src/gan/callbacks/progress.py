@@ -60,7 +60,7 @@ class ThrottledRichProgressBar(RichProgressBar):
 
     def _get_train_description(self, current_epoch: int) -> str:
         # Epoch N is the N-th epoch: its samples and checkpoints are epoch_000N (epoch_0000.png: untrained G).
-        description = f"Epoch {current_epoch + 1}" + (f"/{self.trainer.max_epochs}" if self.trainer.max_epochs else "")
+        description = f"Epoch {current_epoch + 1}" + (f"/{self.trainer.max_epochs}" if (self.trainer.max_epochs or 0) > 0 else "")
         return f"{description:{len(self.validation_description)}}"
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:

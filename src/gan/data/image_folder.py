@@ -164,15 +164,17 @@ class ImageFolderDataModule(LightningDataModule):
     # --- the feature network of the quality metrics (gan-train-features data=image_folder) ---------------------
     @property
     def feature_cache_name(self) -> str:
-        """This folder's feature network in the cache: its name, shape and a hash of its absolute path."""
+        """This folder's feature network in the cache: its name, shape and a hash of its absolute path and held-out
+        fractions (a network trained on another split has seen this split's test images)."""
         folder = self.root.resolve()
-        digest = hashlib.sha1(str(folder).encode()).hexdigest()[:8]
+        digest = hashlib.sha1(f"{folder}|{self.val_fraction}|{self.test_fraction}".encode()).hexdigest()[:8]
         return f"folder_{folder.name}_{'x'.join(map(str, self.shape))}_{digest}"
 
     @property
     def feature_training_command(self) -> str:
         return (f"gan-train-features data=image_folder data.path={self.root} data.image_size={self.shape[1]} "
-                f"data.channels={self.shape[0]} data.scaling={self.scaling}")
+                f"data.channels={self.shape[0]} data.scaling={self.scaling} data.val_fraction={self.val_fraction} "
+                f"data.test_fraction={self.test_fraction}")
 
     def labelled_splits(self, max_train: int | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """{split: (images as the quality metrics feed them, in [0, 1]; class indices)}, the training split

@@ -14,6 +14,7 @@ from lightning import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
+from gan.config import RENAMED_KEYS
 from gan.errors import ConfigError, GANError
 
 
@@ -40,6 +41,8 @@ def _explained(error: InstantiationException, key: str) -> Exception:
                            "holding its module on PYTHONPATH (docs/extending.md)")  # fmt: skip
     if isinstance(cause, TypeError) and "argument" in str(cause):
         unexpected = re.search(r"unexpected keyword argument '([^']+)'", str(cause))
+        if unexpected and (moved := RENAMED_KEYS.get(f"{where}.{unexpected.group(1)}")):  # e.g. an older experiment file
+            return ConfigError(f"{where}.{unexpected.group(1)} is now {moved}. Fix: rename it in your config")
         fix = (f"remove {where}.{unexpected.group(1)} or rename it to an argument of {target}" if unexpected
                else f"give {target} the arguments it takes under {where}")  # fmt: skip
         return ConfigError(f"{where} ({target}) cannot be built: {cause}. Fix: {fix}")

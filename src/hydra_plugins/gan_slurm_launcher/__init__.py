@@ -24,10 +24,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def launch(self, job_overrides, initial_job_idx):
         accelerator = OmegaConf.select(self.config, "trainer.accelerator", default="auto")
-        warnings = fit_signal_delay(self.params)
         nodes = partition_nodes(self.params.get("partition"))
-        if nodes is not None:
-            warnings += fit_to_partition(self.params, accelerator, nodes)
+        warnings = fit_to_partition(self.params, accelerator, nodes) if nodes is not None else []
+        warnings += fit_signal_delay(self.params)  # after the time limit is fitted: the delay must fit in it
         for warning in warnings:
             log.warning(warning)
         return super().launch(job_overrides, initial_job_idx)
