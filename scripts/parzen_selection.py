@@ -1,7 +1,7 @@
 """How well the validation Parzen estimate selects checkpoints: for each checkpoint, val/parzen_ll as the
 `parzen` callback computes it with several sample counts, beside the full test protocol.
 
-    python scripts/parzen_selection.py outputs/table1/fashion_mnist/seed1/checkpoints/{epoch_0008,last}.ckpt \
+    python scripts/parzen_selection.py outputs/table1/fashion_mnist/seed1/checkpoints/{epoch_0009,last}.ckpt \
         --samples 2000 10000 --data-root /path/to/data
 
 A good selector ranks checkpoints as the test protocol does. Everything follows the run's own `parzen`
