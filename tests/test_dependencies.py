@@ -46,6 +46,13 @@ def test_the_lightning_members_the_code_relies_on_exist():
     assert callable(wrapped._on_before_step) and callable(wrapped._on_after_step)  # gan.module (CUDA-graph replays)
     assert callable(ExperimentWriter._check_log_dir_exists)  # gan.loggers.ResumableCSVLogger
     assert "_trainer" in vars(LightningModule())  # gan.callbacks.divergence
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    for name in ("_init_progress", "_get_train_description", "_update_metrics"):  # gan.callbacks.progress
+        assert callable(getattr(RichProgressBar, name)), name
+    bar = RichProgressBar()
+    assert hasattr(bar, "_console") and hasattr(bar, "_leave")
+    assert hasattr(Trainer(logger=False, enable_checkpointing=False)._logger_connector, "should_update_logs")
 
 
 def test_torch_floor_has_the_apis_the_code_calls():
