@@ -244,7 +244,7 @@ def test_bad_folder_through_gan_train_is_one_line_and_writes_no_checkpoint(tmp_p
     result = run_cli("gan-train", "debug=fast", "data=image_folder", f"data.path={tmp_path / 'empty'}",
                      f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: no image files (.jpg, .jpeg, .png")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no image files (.jpg, .jpeg, .png")
     assert not (tmp_path / "run" / "checkpoints").exists()
     assert (tmp_path / "run" / "FAILED").read_text().startswith("DataError")
 
