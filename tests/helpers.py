@@ -169,3 +169,30 @@ def run_cli(command: str, *args: str, cwd=None, env=None, timeout: int = 600):
     executable = [str(script)] if script.exists() else [shutil.which(command) or command]
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run([*executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_simultaneous_step_is_exact(objective, d_penalty=None, lr: float = 0.1) -> None:
+    """One simultaneous step of small_gan on `objective` equals the reference: D's and G's gradients both taken
+    by autograd at the starting parameters (D's loss plus `d_penalty(D, real)` if given), then plain SGD."""
+    import copy
+
+    import torch
+
+    torch.manual_seed(0)
+    model = small_gan("simultaneous", lr=lr, objective=objective)  # keep=1.0: no dropout, a deterministic step
+    start = copy.deepcopy(model)
+    z = torch.rand(8, 8) * 2 - 1
+    data = RandomImages.make(n_train=8, batch_size=8, shuffle=False)
+    data.setup()
+    real = data.images("train")
+    fake = start.generator(z)
+    d_loss = objective.discriminator_loss(start.discriminator(real), start.discriminator(fake.detach()))
+    if d_penalty is not None:
+        d_loss = d_loss + d_penalty(start.discriminator, real)
+    d_grads = torch.autograd.grad(d_loss, list(start.discriminator.parameters()))
+    g_grads = torch.autograd.grad(objective.generator_loss(start.discriminator(fake)), list(start.generator.parameters()))
+    model.noise.forward = lambda n, generator=None: z[:n]
+    cpu_trainer(max_steps=-1, limit_train_batches=1).fit(model, data)
+    for net, grads in (("discriminator", d_grads), ("generator", g_grads)):
+        for p0, p1, g in zip(getattr(start, net).parameters(), getattr(model, net).parameters(), grads):
+            torch.testing.assert_close(p1, p0 - lr * g, rtol=1e-5, atol=1e-6)

@@ -8,7 +8,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import TensorDataset
 
-from gan.data.loader import TensorBatchLoader
+from gan.data.loader import TensorBatchLoader, check_a_batch_per_process
 from gan.data.scaling import SCALINGS, scale, to_unit_range
 from gan.data.workers import epoch_to_run, worker_loader
 from gan.errors import ConfigError, DataError
@@ -111,15 +111,7 @@ class InMemoryImageDataModule(LightningDataModule):
                                  world_size=world, progress=progress)  # fmt: skip
 
     def train_dataloader(self):
-        # Every batch is full (drop_last), so a share smaller than one batch trains nothing; every process
-        # computes the same share, so all of them stop here together (none is left waiting in a collective).
-        images, world = len(self.splits["train"]), self._rank_world()[1]
-        if images // world < self.batch_size:
-            share = f", {images // world} for each of {world} processes" if world > 1 else ""
-            raise DataError(
-                f"{self.name} has {images} training images{share}, fewer than one batch of "
-                f"data.batch_size={self.batch_size}, so nothing would train; lower data.batch_size"
-            )
+        check_a_batch_per_process(self.name, len(self.splits["train"]), self._rank_world()[1], self.batch_size)
         return self._loader("train", train=True)
 
     def val_dataloader(self):

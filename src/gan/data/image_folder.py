@@ -14,7 +14,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
 from gan.data.image_files import EXTENSIONS, ImageFiles, check_headers, find_images, split_by_file, split_position
-from gan.data.loader import TensorBatchLoader
+from gan.data.loader import TensorBatchLoader, check_a_batch_per_process
 from gan.data.scaling import SCALINGS, to_unit_range
 from gan.data.workers import epoch_to_run, worker_loader
 from gan.errors import ConfigError, DataError
@@ -132,11 +132,8 @@ class ImageFolderDataModule(LightningDataModule):
 
     # --- Lightning hooks -----------------------------------------------------------------------------------
     def train_dataloader(self):
-        images, (rank, world) = len(self.files["train"]), self._rank_world()
-        if images // world < self.batch_size:
-            share = f", {images // world} for each of {world} processes" if world > 1 else ""
-            raise DataError(f"{self.root} has {images} training images{share}, fewer than one batch of "
-                            f"data.batch_size={self.batch_size}, so nothing would train; lower data.batch_size")  # fmt: skip
+        rank, world = self._rank_world()
+        check_a_batch_per_process(self.root, len(self.files["train"]), world, self.batch_size)
         pin = self.pin_memory and self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return worker_loader(self._dataset(self.files["train"], self.hflip), self.batch_size, True, self.seed,
                              self.num_workers, rank, world, self.shuffle, pin_memory=pin, with_epoch=True,

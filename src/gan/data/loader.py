@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from gan.errors import DataError
+
 
 class EpochPermutation:
     """The order of one epoch: a permutation seeded by (seed, epoch), the same on every rank.
@@ -102,3 +104,12 @@ class TensorBatchLoader:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.set_epoch(state["epoch"])
         self._resume_at = state["batches_consumed"]
+
+
+def check_a_batch_per_process(where, images: int, world: int, batch_size: int) -> None:
+    """Every training batch is full (drop_last), so a share smaller than one batch trains nothing. Every process
+    computes the same share, so all of them stop here together (none is left waiting in a collective)."""
+    if images // world < batch_size:
+        share = f", {images // world} for each of {world} processes" if world > 1 else ""
+        raise DataError(f"{where} has {images} training images{share}, fewer than one batch of "
+                        f"data.batch_size={batch_size}, so nothing would train; lower data.batch_size")
