@@ -15,7 +15,6 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_module
@@ -24,7 +23,7 @@ from lightning import Callback, seed_everything
 
 from gan.utils.instantiate import instantiate_callbacks, instantiate_loggers
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = "data"  # as paths.data_dir: the folder holding MNIST/raw/ (or set GAN_DATA_ROOT)
 EPOCH_END_HOOKS = ("on_train_epoch_end", "on_validation_epoch_end", "on_validation_end", "on_train_start")
 
 

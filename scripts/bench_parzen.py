@@ -26,7 +26,6 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -74,7 +73,7 @@ def load_arrays(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_root = os.environ.get("GAN_DATA_ROOT", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    default_root = os.environ.get("GAN_DATA_ROOT", "data")  # as paths.data_dir
     parser.add_argument("--data-root", default=default_root, help="torchvision MNIST root (holds MNIST/raw)")
     parser.add_argument("--samples", default=None, help=".npy generator samples in [0, 1] (default: real train[0:10000])")
     parser.add_argument("--num-centres", type=int, default=10000)

@@ -34,7 +34,7 @@ from omegaconf import open_dict
 from gan.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from gan.utils.nvml import NVML_CHECK_FLAG
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = "data"  # as paths.data_dir: the folder holding MNIST/raw/ (or set GAN_DATA_ROOT)
 
 
 def compose_config(args, output_dir: str):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
@@ -25,7 +24,7 @@ from gan.metrics.quality import compute_quality
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mnist", help="a conf/data option (mnist, fashion_mnist, ...)")
-    parser.add_argument("--data-root", default=os.environ.get("GAN_DATA_ROOT", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
+    parser.add_argument("--data-root", default=os.environ.get("GAN_DATA_ROOT", "data"))  # as paths.data_dir
     parser.add_argument("--num-samples", type=int, default=10000)
     args = parser.parse_args()
     with initialize_config_module(config_module="gan.conf", version_base="1.3"):
