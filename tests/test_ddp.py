@@ -47,7 +47,10 @@ def test_two_process_ddp_keeps_weights_identical_and_parzen_equal_on_every_rank(
     assert cells[3] == f"{float(tests[0]['test/parzen_ll']):.1f} +- {float(tests[0]['test/parzen_se']):.1f}"
 
 
-@pytest.mark.parametrize("objective", [["model/objective=hinge"], ["model/objective=least_squares"],
+# The penalised objective runs by default (its double backward is the case DDP could get wrong); the plain losses
+# differ from the paper's only in formulas, so their runs are in the slow set (pytest -m slow).
+@pytest.mark.parametrize("objective", [pytest.param(["model/objective=hinge"], marks=pytest.mark.slow),
+                                       pytest.param(["model/objective=least_squares"], marks=pytest.mark.slow),
                                        ["model/objective=wasserstein_gp", "model.objective.r1_gamma=1.0",
                                         "model.objective.r1_interval=2"]],
                          ids=["hinge", "least_squares", "wasserstein_gp_r1"])  # fmt: skip

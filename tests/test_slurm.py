@@ -259,5 +259,6 @@ def test_a_two_task_ddp_job_trains_the_same_weights_on_both_ranks(slurm_cluster,
     for name, value in rank0["state"].items():
         assert torch.equal(value, rank1["state"][name]), name
     assert any(not torch.equal(value, start0["state"][name]) for name, value in rank0["state"].items())
-    logs = sorted((sweep.dir / ".submitit").glob("*/*_log.err"))
-    assert len(logs) == 2 and all("MEMBER: " in log.read_text() for log in logs)  # each rank its own SLURM task
+    # each rank is its own SLURM task with its own log (Lightning's records go to the task's stdout)
+    logs = sorted((sweep.dir / ".submitit").glob("*/*_log.out"))
+    assert len(logs) == 2 and all("MEMBER: " in log.read_text() for log in logs)
