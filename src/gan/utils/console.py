@@ -68,9 +68,10 @@ def _key_metrics(metrics: dict[str, float]) -> list[str]:
             if f"{stage}/parzen_se" in metrics:
                 text += f" +- {metrics[f'{stage}/parzen_se']:.1f}"
             shown.append(text)
-    labels = {"test/d_real": "D(x)", "test/d_fake": "D(G(z))"}  # the objective's D statistics (gan.objectives)
-    shown += [f"{labels.get(key, key)} {value:.3f}" for key, value in sorted(metrics.items())
-              if key.startswith(("test/d_", "test/wasserstein"))]
+    labels = {"test/d_real": "D(x)", "test/d_fake": "D(G(z))"}  # then the other D statistics an objective logs
+    shown += [f"{label} {metrics[key]:.3f}" for key, label in labels.items() if key in metrics]
+    shown += [f"{key} {value:.3f}" for key, value in sorted(metrics.items())
+              if key.startswith(("test/d_", "test/wasserstein")) and key not in labels]
     shown += [f"{key} {value:.3g}" for key, value in sorted(metrics.items())
               if key.startswith("test/") and key.split("/")[1].split("_")[0] in ("fid", "kid", "precision", "recall")]  # fmt: skip
     return shown
