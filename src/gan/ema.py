@@ -20,6 +20,7 @@ class GeneratorEMA(AveragedModel):
 
     def __init__(self, generator: nn.Module, decay: float) -> None:
         super().__init__(generator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        self.decay = decay
         self.requires_grad_(False)
         self._started = False
 

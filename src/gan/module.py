@@ -77,10 +77,12 @@ class GAN(LightningModule):
         # D's mean outputs are tensor ops that no other batch needs.
         every = self.trainer.log_every_n_steps  # 0: logging off
         if every and (self.batches_seen + 1) % every == 0:
-            stats = {**losses, **self.objective.d_statistics(*d_outputs)}
-            self.log_dict({**{f"train/{name}": value for name, value in stats.items()}, **self._optimizer_settings()})
+            self._log_training({**losses, **self.objective.d_statistics(*d_outputs)})
         self.batches_seen += 1
         return losses
+
+    def _log_training(self, stats: dict[str, torch.Tensor]) -> None:
+        self.log_dict({**{f"train/{name}": value for name, value in stats.items()}, **self._optimizer_settings()})
 
     def _update(self, real: torch.Tensor, generator_turn: bool) -> StepOutputs:
         """The device work of one batch: D steps, and G too on its turn (model.cuda_graph captures this)."""
@@ -88,18 +90,22 @@ class GAN(LightningModule):
             return self._simultaneous_step(real)
         losses, d_outputs = self._discriminator_step(real)
         if generator_turn:
-            losses["g_loss"] = self._generator_step(real.shape[0])
+            losses["g_loss"] = self._generator_step(self.batch_size_of(real))
         return losses, d_outputs
+
+    def batch_size_of(self, real: torch.Tensor) -> int:
+        return real.shape[0]
 
     def _discriminator_step(self, real: torch.Tensor) -> StepOutputs:
         opt_d = self.optimizers()[1]
         with torch.no_grad():  # G gets no gradient here, so there is nothing to toggle off
-            fake = self.generator(self.noise(real.shape[0]))
+            fake = self.generator(self.noise(self.batch_size_of(real)))
         real_out, fake_out = self.discriminator(real), self.discriminator(fake)
         d_loss = self.objective.discriminator_loss(real_out, fake_out)
         penalties = self.objective.regularizer(self.discriminator, real, fake, self.steps["d"])
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss + sum(penalties.values()))
+        # .sum(): a fused model's loss is one per member (gan.fused), and their sum gives each member its own gradient
+        self.manual_backward((d_loss + sum(penalties.values())).sum())
         self._step("d", opt_d)
         losses = {"d_loss": d_loss.detach(), **{name: term.detach() for name, term in penalties.items()}}
         return losses, (real_out.detach(), fake_out.detach())
@@ -109,26 +115,26 @@ class GAN(LightningModule):
         with self.toggled_optimizer(opt_g):  # D's weights stay out of G's backward pass
             g_loss = self.objective.generator_loss(self.discriminator(self.generator(self.noise(batch_size))))
             opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
+            self.manual_backward(g_loss.sum())
             self._step("g", opt_g)
         return g_loss.detach()
 
     def _simultaneous_step(self, real: torch.Tensor) -> StepOutputs:
         opt_g, opt_d = self.optimizers()
-        fake = self.generator(self.noise(real.shape[0]))
+        fake = self.generator(self.noise(self.batch_size_of(real)))
         # D sees a detached copy so each backward reaches one network only (DDP's reducer needs that);
         # G's gradient is carried across by hand: dL_G/dfake through D's own masked forward pass.
         fake_input = fake.detach().requires_grad_()
         real_out, fake_out = self.discriminator(real), self.discriminator(fake_input)
         d_loss, g_loss = self.objective.discriminator_loss(real_out, fake_out), self.objective.generator_loss(fake_out)
-        (grad_fake,) = torch.autograd.grad(g_loss, fake_input, retain_graph=True)
+        (grad_fake,) = torch.autograd.grad(g_loss.sum(), fake_input, retain_graph=True)
         # A regulariser sees the fake images detached: it trains D only, so G's carried gradient stays exact.
         penalties = self.objective.regularizer(self.discriminator, real, fake_input.detach(), self.steps["d"])
         opt_d.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)
         # One backward for both nets: the two terms share no weights (fake_input is a leaf), so D's weights get
         # dL_D/dθ_D and G's get dL_G/dθ_G, (fake * grad_fake).sum() having exactly that gradient w.r.t. θ_G.
-        self.manual_backward(d_loss + sum(penalties.values()) + (fake * grad_fake).sum())
+        self.manual_backward((d_loss + sum(penalties.values())).sum() + (fake * grad_fake).sum())
         self._step("d", opt_d)
         self._step("g", opt_g)
         losses = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
@@ -188,8 +194,12 @@ class GAN(LightningModule):
 
     def _evaluate_d(self, batch, stage: str) -> None:
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
-        fake = self.sample(real.shape[0], ema=False)  # the G that D is trained against, not its average
+        batch_size = self.batch_size_of(real)
+        fake = self.sample(batch_size, ema=False)  # the G that D is trained against, not its average
         stats = self.objective.d_statistics(self.discriminator(real), self.discriminator(fake))
+        self._log_evaluation(stage, stats, batch_size)
+
+    def _log_evaluation(self, stage: str, stats: dict[str, torch.Tensor], batch_size: int) -> None:
         self.log_dict({f"{stage}/{name}": value for name, value in stats.items()}, sync_dist=True)
 
     @torch.no_grad()
@@ -216,8 +226,11 @@ class GAN(LightningModule):
             )
         # A new run starts G's output bias at the data (released code); a second fit of a trained model keeps it.
         datamodule = getattr(self.trainer, "datamodule", None)
-        untrained = self.batches_seen == 0
-        if stage == "fit" and untrained and datamodule is not None and hasattr(self.generator, "init_output_bias"):
+        if stage == "fit" and self.batches_seen == 0 and datamodule is not None:
+            self._init_output_bias(datamodule)
+
+    def _init_output_bias(self, datamodule) -> None:
+        if hasattr(self.generator, "init_output_bias"):
             self.generator.init_output_bias(datamodule.pixel_mean())
             if self.generator_ema is not None:
                 self.generator_ema.module.load_state_dict(self.generator.state_dict())

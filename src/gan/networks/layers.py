@@ -42,7 +42,7 @@ class Maxout(nn.Module):
     @torch.no_grad()
     def renorm_(self) -> None:
         if self.max_col_norm is not None:
-            _renorm_rows_(self.linear.weight, self.max_col_norm)
+            _renorm_rows_(self.linear.weight, self.max_col_norm, row_dims=1)
 
 
 class MaxoutConv2d(nn.Module):
@@ -77,7 +77,7 @@ class MaxoutConv2d(nn.Module):
     @torch.no_grad()
     def renorm_(self) -> None:
         if self.max_col_norm is not None:
-            _renorm_rows_(self.conv.weight, self.max_col_norm)
+            _renorm_rows_(self.conv.weight, self.max_col_norm, row_dims=3)
 
 
 class MaxNormLinear(nn.Linear):
@@ -90,12 +90,14 @@ class MaxNormLinear(nn.Linear):
     @torch.no_grad()
     def renorm_(self) -> None:
         if self.max_col_norm is not None:
-            _renorm_rows_(self.weight, self.max_col_norm)
+            _renorm_rows_(self.weight, self.max_col_norm, row_dims=1)
 
 
-def _renorm_rows_(weight: torch.Tensor, max_norm: float) -> None:
-    # One row of a PyTorch weight is one column of pylearn2's W: the weights into one unit (or filter).
-    weight.copy_(torch.renorm(weight, p=2, dim=0, maxnorm=max_norm))
+def _renorm_rows_(weight: torch.Tensor, max_norm: float, row_dims: int) -> None:
+    # One row of a PyTorch weight is one column of pylearn2's W: the weights into one unit (or filter), `row_dims`
+    # dimensions. Leading dimensions beyond the rows' (a fused model's members, gan.fused) are more rows.
+    rows = weight.reshape(-1, *weight.shape[weight.dim() - row_dims :])
+    weight.copy_(torch.renorm(rows, p=2, dim=0, maxnorm=max_norm).view_as(weight))
 
 
 def apply_max_norm(network: nn.Module) -> None:
