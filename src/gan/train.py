@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan.config import refuse_renamed_keys, validate_config
 from gan.errors import ConfigError
-from gan.utils.cluster import register_slurm_launcher
+from gan.utils.cluster import register_launchers
 from gan.utils.run import print_config, user_errors_reported
 
 log = logging.getLogger("gan")
-register_slurm_launcher()  # hydra/launcher=slurm
+register_launchers()  # hydra/launcher=slurm, hydra/launcher=fused
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:

@@ -21,7 +21,8 @@ from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig
 
 from gan.cuda_graph import STEP_HOOKS
-from gan.errors import ConfigError, GANError
+from gan.errors import GANError
+from gan.fused import NotFusable
 from gan.module import GAN
 
 log = logging.getLogger("gan")
@@ -107,8 +108,8 @@ class MemberRuns(Callback):
         for run in runs:
             step_hooks = [f"{type(c).__name__}.{h}" for c in run.callbacks for h in STEP_HOOKS if _overrides(c, h)]
             if step_hooks:
-                raise ConfigError(f"callback hook {step_hooks[0]} runs inside one member's optimizer step, which a fused "
-                                  "step does not have; run these jobs without hydra/launcher=fused")  # fmt: skip
+                raise NotFusable(f"callback hook {step_hooks[0]} runs inside one member's optimizer step, which a fused "
+                                  "step does not have")  # fmt: skip
             # Lightning runs checkpoint callbacks last, after the callbacks that log what they monitor
             run.callbacks.sort(key=lambda c: isinstance(c, Checkpoint))
         self._dump: tuple[tuple[int, int], dict] | None = None

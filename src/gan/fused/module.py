@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from gan.errors import ConfigError
-from gan.fused.networks import MemberRandomness, fuse_networks, member_slice, stack_into
+from gan.fused import NotFusable
+from gan.fused.networks import MemberRandomness, check_fused_forward, fuse_networks, member_slice, stack_into
 from gan.module import GAN
 from gan.objectives import Objective
 
@@ -33,8 +33,8 @@ class FusedObjective(Objective):
 
     def __init__(self, objective: Objective) -> None:
         if objective.has_regularizer:  # a double backward per member through vmap: not built
-            raise ConfigError(f"{objective!r} has a D regulariser (gradient penalty or R1), which fused training does "
-                              "not compute; run these jobs without hydra/launcher=fused")  # fmt: skip
+            raise NotFusable(f"{objective!r} has a D regulariser (gradient penalty or R1), which fused training does "
+                              "not compute")  # fmt: skip
         super().__init__()
         self.objective, self.probability_outputs = objective, objective.probability_outputs
 
@@ -64,7 +64,7 @@ class FusedGAN(GAN):
     def __init__(self, members: Sequence[GAN]) -> None:
         first, randomness = members[0], MemberRandomness()
         if len({(m.update_scheme, m.k, type(m.objective), m.compile_networks, m.use_cuda_graph) for m in members}) > 1:
-            raise ConfigError("the members differ in more than their seed; run these jobs without hydra/launcher=fused")
+            raise NotFusable("the members differ in more than their seed")
         ema = first.generator_ema
         super().__init__(
             generator=fuse_networks([m.generator for m in members], randomness, "model.generator"),
@@ -76,6 +76,12 @@ class FusedGAN(GAN):
             ema_decay=ema.decay if ema is not None else None, compile=first.compile_networks,
             cuda_graph=first.use_cuda_graph,
         )  # fmt: skip
+        example = first.noise(2, generator=torch.Generator().manual_seed(0))
+        check_fused_forward(self.generator, [m.generator for m in members], example, "model.generator")
+        with torch.no_grad():
+            example = first.generator.eval()(example)
+        first.generator.train()
+        check_fused_forward(self.discriminator, [m.discriminator for m in members], example, "model.discriminator")
         self.randomness = randomness
         self.members = list(members)  # a plain list: not submodules, so the state_dict holds the stacked weights only
         self.evaluation: dict[str, dict[str, list]] = {}  # stage -> statistic -> [sum over batches, images]

@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.nn.modules.dropout import _DropoutNd
 
-from gan.errors import ConfigError
+from gan.fused import NotFusable
 
 
 class MemberRandomness:
@@ -86,7 +86,7 @@ def fuse_networks(members: Sequence[nn.Module], randomness: MemberRandomness, wh
     """One network computing all `members` (same class and shapes, e.g. one per seed) at once; see the module doc."""
     shapes = [[(name, tuple(t.shape)) for name, t in m.state_dict().items()] for m in members]
     if any(type(m) is not type(members[0]) or s != shapes[0] for m, s in zip(members, shapes)):
-        raise ConfigError(f"{where}: the members' networks differ in class or shape, so they cannot be stacked")
+        raise NotFusable(f"{where}: the members' networks differ in class or shape, so they cannot be stacked")
     fused = copy.deepcopy(members[0])
     params, buffers = stack_module_state(list(members))
     for name, stacked in params.items():
@@ -111,8 +111,8 @@ def _install_forwards(fused: nn.Module, member: nn.Module, randomness: MemberRan
     elif type(fused) is nn.Dropout:
         fused.forward = _MemberDropout(fused, randomness)
     elif isinstance(fused, _DropoutNd):
-        raise ConfigError(f"{where}: {type(fused).__name__} layers cannot be fused (only nn.Dropout draws one mask per "
-                          "member as a separate run does); run these jobs without hydra/launcher=fused")
+        raise NotFusable(f"{where}: {type(fused).__name__} layers cannot be fused (only nn.Dropout draws one mask per "
+                          "member as a separate run does)")
     else:
         for (name, child), member_child in zip(fused.named_children(), member.children(), strict=True):
             _install_forwards(child, member_child, randomness, f"{where}.{name}")
@@ -148,11 +148,10 @@ def check_fused_forward(fused: nn.Module, members: Sequence[nn.Module], example:
             apart = torch.stack([member(example) for member in members])
         same = together.shape == apart.shape and torch.allclose(together, apart, rtol=1e-4, atol=1e-5)
     except RuntimeError as error:
-        raise ConfigError(f"{where} cannot be fused ({str(error).splitlines()[0]}); run these jobs without "
-                          "hydra/launcher=fused") from None
+        raise NotFusable(f"{where} cannot be fused ({str(error).splitlines()[0]})") from None
     finally:
         for m, mode in zip((fused, *members), modes):
             m.train(mode)
     if not same:
-        raise ConfigError(f"{where} cannot be fused: its forward code mixes the members' dimension with the batch's; "
-                          "run these jobs without hydra/launcher=fused")
+        raise NotFusable(f"{where} cannot be fused: its forward code mixes the members' dimension with the "
+                         "batch's (e.g. view(x.shape[0], ...) in a module that also holds a dropout layer)")

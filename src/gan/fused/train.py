@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan.config import validate_config
 from gan.errors import ConfigError, GANError
+from gan.fused import NotFusable
 
 log = logging.getLogger("gan")
 
@@ -35,11 +36,11 @@ def check_fusable(cfgs: list[DictConfig]) -> None:
     first = cfgs[0]
     if OmegaConf.select(first, "trainer.devices", default=1) not in (1, "1", "auto") or \
             OmegaConf.select(first, "trainer.num_nodes", default=1) != 1:  # fmt: skip
-        raise ConfigError("fused training uses one device; these jobs ask for several (trainer.devices / num_nodes)")
+        raise NotFusable("fused training uses one device; these jobs ask for several (trainer.devices / num_nodes)")
     if any("wandb" in str(node.get("_target_", "")).lower() for node in (first.get("logger") or {}).values()):
-        raise ConfigError("the W&B logger keeps one run per process, so fused jobs cannot each have their own")
+        raise NotFusable("the W&B logger keeps one run per process, so fused jobs cannot each have their own")
     if not first.get("train", True):
-        raise ConfigError("train=false has nothing to fuse")
+        raise NotFusable("train=false has nothing to fuse")
 
 
 def train_fused(cfgs: list[DictConfig], job_numbers: list[int], group_dir: Path) -> list[dict[str, float] | GANError]:
@@ -48,6 +49,7 @@ def train_fused(cfgs: list[DictConfig], job_numbers: list[int], group_dir: Path)
         validate_config(cfg)
     check_fusable(cfgs)
     from lightning import seed_everything
+    from lightning.pytorch.callbacks import Timer
 
     from gan.callbacks.run_config import StoreRunConfig
     from gan.fused.data import FusedDataModule
@@ -57,25 +59,29 @@ def train_fused(cfgs: list[DictConfig], job_numbers: list[int], group_dir: Path)
     from gan.utils.instantiate import build, instantiate_callbacks, instantiate_loggers
 
     one_line_per_record()
-    runs: list[MemberRun] = []
-    for position, (cfg, number) in enumerate(zip(cfgs, job_numbers)):
+    built = []
+    for cfg in cfgs:
         seed_everything(cfg.seed, workers=True)  # as gan.train: the seed, then data and model, in that order
-        datamodule, module = build(cfg.data, "data"), build(cfg.model, "model")
+        built.append((build(cfg.data, "data"), build(cfg.model, "model")))
+    model = FusedGAN([module for _, module in built])  # refuses what cannot be fused, before any file is written
+    data = FusedDataModule([datamodule for datamodule, _ in built])
+    runs: list[MemberRun] = []
+    for position, (cfg, number, (datamodule, module)) in enumerate(zip(cfgs, job_numbers, built)):
         run_config = OmegaConf.to_container(cfg, resolve=True)
         callbacks = [*instantiate_callbacks(cfg.get("callbacks")), StoreRunConfig(run_config)]
-        runs.append(MemberRun(number, position, cfg, module, datamodule, callbacks, instantiate_loggers(cfg.get("logger"))))
-        for logger in runs[-1].loggers:
-            logger.log_hyperparams(run_config)
+        runs.append(MemberRun(number, position, cfg, module, datamodule, callbacks, []))
     group_callbacks = [c for c in runs[0].callbacks if _is_group_level(c)]
     for run in runs:
         run.callbacks = [c for c in run.callbacks if not _is_group_level(c)]
     checkpoints = group_dir / "checkpoints"
     group_callbacks = [_group_checkpoint(c, checkpoints) if _preemption(c) else c for c in group_callbacks]
     group_callbacks.append(_group_last_checkpoint(cfgs[0], checkpoints))
-
-    model = FusedGAN([run.module for run in runs])
-    data = FusedDataModule([run.datamodule for run in runs])
-    trainer = build(cfgs[0].trainer, "trainer", callbacks=[MemberRuns(runs), *group_callbacks], logger=False)
+    member_runs = MemberRuns(runs)
+    for run in runs:
+        run.loggers = instantiate_loggers(run.cfg.get("logger"))
+        for logger in run.loggers:
+            logger.log_hyperparams(OmegaConf.to_container(run.cfg, resolve=True))
+    trainer = build(cfgs[0].trainer, "trainer", callbacks=[member_runs, *group_callbacks], logger=False)
     last = checkpoints / "last.ckpt"
     resume = None
     if last.exists():
@@ -86,7 +92,8 @@ def train_fused(cfgs: list[DictConfig], job_numbers: list[int], group_dir: Path)
         resume = str(last)
     trainer.fit(model, datamodule=data, ckpt_path=resume)
     model.sync_members()
-    return [run.failure if run.failure is not None else _test_alone(run) for run in runs]
+    timers = [c for c in group_callbacks if isinstance(c, Timer)]  # its state is in the members' checkpoints too
+    return [run.failure if run.failure is not None else _test_alone(run, timers) for run in runs]
 
 
 def _preemption(callback) -> bool:
@@ -111,7 +118,7 @@ def _group_last_checkpoint(cfg: DictConfig, folder: Path):
                                  enable_version_counter=False, **{k: v for k, v in every.items() if v is not None})
 
 
-def _test_alone(run) -> dict[str, float]:
+def _test_alone(run, shared_callbacks: list) -> dict[str, float]:
     """Test the member as a run alone is tested (its best checkpoint, or its last weights), then write metrics.json."""
     from gan.utils.checkpoints import architecture_errors_explained
     from gan.utils.instantiate import build
@@ -122,7 +129,7 @@ def _test_alone(run) -> dict[str, float]:
     cfg = run.cfg
     if cfg.get("test", True):
         best = next((c.best_model_path for c in run.trainer.checkpoint_callbacks if c.best_model_path), None)
-        trainer = build(cfg.trainer, "trainer", callbacks=run.callbacks, logger=run.loggers or False,
+        trainer = build(cfg.trainer, "trainer", callbacks=[*run.callbacks, *shared_callbacks], logger=run.loggers or False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
         with architecture_errors_explained(best):
             trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best, weights_only=False, verbose=False)

@@ -39,14 +39,16 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("gan.gpus_per_node", gpus_per_node)
 
 
-def register_slurm_launcher() -> None:
+def register_launchers() -> None:
     """Hydra instantiates only the launchers it found by walking the `hydra_plugins` namespace, which it cannot walk
-    where this package is installed in editable mode (pip install -e): register ours by hand."""
+    where this package is installed in editable mode (pip install -e): register ours (slurm, fused) by hand."""
     from hydra.core.plugins import Plugins
 
+    from hydra_plugins.gan_fused_launcher import FusedLauncher
     from hydra_plugins.gan_slurm_launcher import SlurmLauncher
 
     Plugins.instance().register(SlurmLauncher)
+    Plugins.instance().register(FusedLauncher)
 
 
 def cluster_plugins() -> list:
