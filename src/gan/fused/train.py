@@ -65,6 +65,7 @@ def train_fused(cfgs: list[DictConfig], job_numbers: list[int], group_dir: Path)
         built.append((build(cfg.data, "data"), build(cfg.model, "model")))
     model = FusedGAN([module for _, module in built])  # refuses what cannot be fused, before any file is written
     data = FusedDataModule([datamodule for datamodule, _ in built])
+    log.info("jobs %s train together, fused into one model", ", ".join(map(str, job_numbers)))
     runs: list[MemberRun] = []
     for position, (cfg, number, (datamodule, module)) in enumerate(zip(cfgs, job_numbers, built)):
         run_config = OmegaConf.to_container(cfg, resolve=True)

@@ -104,7 +104,6 @@ class FusedLauncher(BasicLauncher):
         configs = [self._member_config(number, overrides) for number, overrides in group]
         configure_log(configs[0][0].hydra.job_logging, configs[0][0].hydra.verbose)
         extra_logs = _log_to_every_folder([config for config, _ in configs])
-        log.info("jobs %s train together, fused into one model", ", ".join(map(str, numbers)))
         try:
             with env_override(configs[0][0].hydra.job.env_set):
                 results = train_fused([task for _, task in configs], numbers, sweep_dir / f"fused_{numbers[0]}-{numbers[-1]}")

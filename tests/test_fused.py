@@ -1,0 +1,151 @@
+"""Fused multi-seed training (gan.fused, hydra/launcher=fused): every member equals a separate run of its seed,
+keeps a run folder of its own, and a killed fused run resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from gan.fused import NotFusable
+from gan.fused.networks import MemberRandomness, check_fused_forward, fuse_networks
+from hydra_plugins.gan_fused_launcher import seed_groups
+from tests.helpers import compose_train, run_cli, tiny_data_overrides, write_tiny_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+@pytest.fixture(scope="module")
+def mnist_2000(tmp_path_factory) -> Path:
+    """2,000 training images (20 batches of mnist_paper's 100) and 200 held out, in MNIST's files."""
+    return write_tiny_mnist(tmp_path_factory.mktemp("data"), n_train=2_200)
+
+
+def _config(data: Path, seed: int, folder: Path, *overrides: str):
+    return compose_train(["experiment=mnist_paper", "debug=fast", f"seed={seed}", f"paths.output_dir={folder}",
+                          "trainer.limit_train_batches=20", "trainer.limit_val_batches=0", "test=false",
+                          *tiny_data_overrides(data), *overrides])  # fmt: skip
+
+
+def _checkpoint(folder: Path) -> dict:
+    return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+
+@pytest.mark.parametrize("overrides", [
+    (),  # the released code: simultaneous updates
+    ("model.update_scheme=alternating", "model.ema_decay=0.9", "model.discriminator.max_col_norm=0.5"),
+], ids=["simultaneous", "alternating-ema-maxnorm"])  # fmt: skip
+def test_each_member_equals_a_separate_run_of_its_seed_after_20_batches(mnist_2000, tmp_path, overrides):
+    from gan.fused.train import train_fused
+    from gan.train import train
+
+    seeds = (1, 2)
+    train_fused([_config(mnist_2000, s, tmp_path / f"fused{s}", *overrides) for s in seeds], [0, 1], tmp_path / "group")
+    for seed in seeds:
+        train(_config(mnist_2000, seed, tmp_path / f"alone{seed}", *overrides))
+        fused, alone = _checkpoint(tmp_path / f"fused{seed}"), _checkpoint(tmp_path / f"alone{seed}")
+        assert fused["gan_counters"] == alone["gan_counters"] == {"batches_seen": 20, "g": 20, "d": 20}
+        assert fused["state_dict"].keys() == alone["state_dict"].keys()
+        for name, value in alone["state_dict"].items():
+            assert (fused["state_dict"][name].float() - value.float()).abs().max() <= 1e-4, name
+        for fused_opt, alone_opt in zip(fused["optimizer_states"], alone["optimizer_states"], strict=True):
+            for index, state in alone_opt["state"].items():
+                assert torch.allclose(fused_opt["state"][index]["momentum_buffer"], state["momentum_buffer"], atol=1e-4)
+        assert fused["callbacks"].keys() == alone["callbacks"].keys()
+        assert fused["gan_config"]["seed"] == seed and fused["loops"] == alone["loops"]
+    # the members differ from each other: their own initialisation, noise, masks and data order
+    one, two = _checkpoint(tmp_path / "fused1"), _checkpoint(tmp_path / "fused2")
+    assert not torch.allclose(one["state_dict"]["generator.output.weight"], two["state_dict"]["generator.output.weight"])
+
+
+def test_a_fused_sweep_gives_every_job_its_own_folder_that_gan_eval_scores(mnist_2000, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli("gan-train", "-m", "experiment=mnist_paper", "debug=fast", "seed=1,2", "hydra/launcher=fused",
+                     f"hydra.sweep.dir={sweep}", *tiny_data_overrides(mnist_2000), env=ENV)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "jobs 0, 1 train together" in output and "0 failed" in output
+    for job, seed in ((0, 1), (1, 2)):
+        folder = sweep / str(job)
+        for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "csv/metrics.csv", "samples/epoch_0001.png",
+                     "figures/figure2_epoch_0001.png", "checkpoints/last.ckpt", "metrics.json", "debug.log"):
+            assert (folder / name).exists(), name
+        assert f"seed={seed}" in (folder / ".hydra" / "overrides.yaml").read_text()
+        header = (folder / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+        assert {"step", "epoch", "train/d_loss", "train/g_loss", "val/parzen_ll", "val/d_real"} <= set(header)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert {"val/parzen_ll", "test/parzen_ll", "train/d_loss"} <= metrics.keys()
+        assert _checkpoint(folder)["gan_config"]["seed"] == seed
+    scored = run_cli("gan-eval", f"ckpt_path={sweep / '1' / 'checkpoints' / 'last.ckpt'}", f"data.root={mnist_2000}",
+                     "trainer.accelerator=cpu", "callbacks.parzen.test_samples=200", "callbacks.parzen.test_points=200",
+                     env=ENV)  # fmt: skip
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert "test/parzen_ll" in scored.stdout + scored.stderr
+
+
+def test_sigkill_of_a_fused_run_then_auto_resume_gives_bit_identical_members(mnist_2000, tmp_path):
+    common = ["experiment=mnist_paper", "debug=fast", "seed=1,2", "hydra/launcher=fused", "trainer.max_epochs=2",
+              "trainer.limit_train_batches=6", "callbacks.model_checkpoint.monitor=null",
+              "callbacks.model_checkpoint.every_n_epochs=null",
+              "callbacks.model_checkpoint.every_n_train_steps=8",  # global_step counts D and G steps: every 4 batches
+              "+callbacks.final._target_=tests.fault_injection.SaveFinalWeights",
+              "+callbacks.final.path=${paths.output_dir}/final.pt", *tiny_data_overrides(mnist_2000)]  # fmt: skip
+    reference = run_cli("gan-train", "-m", *common, f"hydra.sweep.dir={tmp_path / 'uninterrupted'}", env=ENV)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    killed_dir = tmp_path / "killed"
+    kill = ["+callbacks.kill._target_=tests.fault_injection.KillAtBatch", "+callbacks.kill.batch=10"]
+    killed = run_cli("gan-train", "-m", *common, *kill, f"hydra.sweep.dir={killed_dir}", env=ENV)
+    assert killed.returncode == -9
+    at_kill = torch.load(killed_dir / "fused_0-1" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert at_kill["gan_counters"]["batches_seen"] == 8 and at_kill["epoch"] == 1  # mid-epoch 2, 2 batches lost
+    again = run_cli("gan-train", "-m", *common, "auto_resume=true", f"hydra.sweep.dir={killed_dir}", env=ENV)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for job in ("0", "1"):
+        expected = torch.load(tmp_path / "uninterrupted" / job / "final.pt")
+        got = torch.load(killed_dir / job / "final.pt")
+        for name, value in expected.items():
+            assert torch.equal(got[name], value), (job, name)
+
+
+def test_jobs_that_cannot_be_fused_run_one_after_another_saying_why(mnist_2000, tmp_path):
+    result = run_cli("gan-train", "-m", "experiment=mnist_paper", "debug=fast", "seed=1,2", "hydra/launcher=fused",
+                     "model.objective.r1_gamma=1", "trainer.limit_train_batches=2", "test=false",
+                     f"hydra.sweep.dir={tmp_path}", *tiny_data_overrides(mnist_2000), env=ENV)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "jobs 0, 1 run one after another: GAN2014(r1_gamma=1.0" in output and "has a D regulariser" in output
+    assert "train together" not in output
+    assert (tmp_path / "0" / "metrics.json").exists() and (tmp_path / "1" / "metrics.json").exists()
+    assert not list(tmp_path.glob("fused_*"))
+
+
+def test_jobs_are_grouped_by_everything_but_the_seed():
+    jobs = [(0, ["seed=1", "model.k=1"]), (1, ["seed=2", "model.k=1"]), (2, ["seed=1", "model.k=2"]),
+            (3, ["model.k=3"]), (4, ["seed=3", "model.k=1"])]  # fmt: skip
+    assert [[n for n, _ in group] for group in seed_groups(jobs, max_members=64)] == [[0, 1, 4], [2], [3]]
+    assert [[n for n, _ in group] for group in seed_groups(jobs, max_members=2)] == [[0, 1], [4], [2], [3]]
+
+
+class _MixesMembers(nn.Module):
+    """A network whose own forward (not a submodule's) reshapes by the first dimension, beside a dropout layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear, self.dropout = nn.Linear(4, 3), nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.dropout(self.linear(x)).reshape(x.shape[0], -1).sum(-1)
+
+
+def test_a_network_that_cannot_be_fused_is_refused_in_one_line():
+    nets = [_MixesMembers() for _ in range(2)]
+    fused = fuse_networks(nets, MemberRandomness(), "model.discriminator")
+    with pytest.raises(NotFusable, match="mixes the members' dimension with the batch's"):
+        check_fused_forward(fused, nets, torch.rand(3, 4), "model.discriminator")
+    with pytest.raises(NotFusable, match="Dropout2d layers cannot be fused"):
+        fuse_networks([nn.Sequential(nn.Conv2d(1, 1, 3), nn.Dropout2d()) for _ in range(2)], MemberRandomness(), "D")
