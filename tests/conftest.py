@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_tiny_mnist
+from tests.helpers import write_image_folder, write_tiny_mnist
 
 # Keep tests offline and quiet whatever the machine's settings.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -18,6 +18,12 @@ os.environ.setdefault("WANDB_SILENT", "true")
 @pytest.fixture(scope="session")
 def tiny_mnist_root(tmp_path_factory) -> Path:
     return write_tiny_mnist(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """300 16x16 RGB PNGs in three class subfolders (write_image_folder); read-only."""
+    return write_image_folder(tmp_path_factory.mktemp("images"))
 
 
 NO_SLURM = "slurm: no cluster (start one with scripts/slurm_cluster.sh start)"

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.io
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
+from PIL import Image
 
 TFD_IMAGES = 40
 CIFAR_PER_BATCH, CIFAR_TEST = 20, 30  # 5 training batches -> 100 training images
@@ -94,6 +95,28 @@ def write_every_dataset(root: Path) -> Path:
     write_tiny_cifar10(root, per_batch=2_128, n_test=200)
     write_tfd(root / "TFD", tfd_arrays(n=880))  # 110 validation images in fold 0
     return root
+
+
+def write_image_folder(root: Path, n: int = 300, size: int = 16, classes: int = 3, mode: str = "RGB", seed: int = 0) -> Path:
+    """`n` PNGs in `classes` subfolders (0: flat), each class a different brightness plus noise."""
+    rng = np.random.default_rng(seed)
+    channels = 3 if mode == "RGB" else 1
+    for i in range(n):
+        label = i % max(classes, 1)
+        folder = root / f"class_{label}" if classes else root
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = np.clip(60 + 60 * label + rng.normal(0, 40, (size, size, channels)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(folder / f"{i:04d}.png")
+    return root
+
+
+def image_folder_datamodule(path, **kwargs):
+    """An ImageFolderDataModule for write_image_folder's images: 16x16 RGB, batches of 20, no worker processes."""
+    from gan.data import ImageFolderDataModule
+
+    options = dict(image_size=16, channels=3, batch_size=20, eval_batch_size=50, num_workers=0, val_fraction=0.2,
+                   test_fraction=0.1, seed=3)  # fmt: skip
+    return ImageFolderDataModule(str(path), **{**options, **kwargs})
 
 
 def tiny_data_overrides(root: Path) -> list[str]:

@@ -7,8 +7,7 @@ import json
 import pytest
 
 from gan.errors import DataError
-from tests.helpers import run_cli
-from tests.test_data_image_folder import _datamodule, write_image_folder
+from tests.helpers import image_folder_datamodule, run_cli, write_image_folder
 
 
 def test_gan_train_features_learns_a_folders_classes_and_the_quality_metrics_find_the_network(tmp_path):
@@ -24,7 +23,7 @@ def test_gan_train_features_learns_a_folders_classes_and_the_quality_metrics_fin
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
     assert summary["num_classes"] == 3 and summary["test_accuracy"] > 0.9  # classes differ in brightness
-    datamodule = _datamodule(folder, val_fraction=0.2, test_fraction=0.2)
+    datamodule = image_folder_datamodule(folder, val_fraction=0.2, test_fraction=0.2)
     assert summary["dataset"] == datamodule.feature_cache_name and summary["path"].startswith(str(cache))
     extractor = build_extractor("trained", cache, datamodule)  # what callbacks.quality=trained loads for this folder
     assert extractor(datamodule.images("test")[:4]).shape == (4, 16)
@@ -33,10 +32,10 @@ def test_gan_train_features_learns_a_folders_classes_and_the_quality_metrics_fin
 def test_a_folder_without_classes_names_the_fix_and_a_missing_network_names_its_command(tmp_path):
     from gan.metrics.features import MissingFeatureNetwork, build_extractor
 
-    flat = _datamodule(write_image_folder(tmp_path / "flat", n=60, classes=0))
+    flat = image_folder_datamodule(write_image_folder(tmp_path / "flat", n=60, classes=0))
     with pytest.raises(DataError, match="no class subfolders.*one subfolder per class.*feature=inception"):
         flat.labelled_splits()
-    labelled = _datamodule(write_image_folder(tmp_path / "labelled", n=60, classes=2))
+    labelled = image_folder_datamodule(write_image_folder(tmp_path / "labelled", n=60, classes=2))
     with pytest.raises(MissingFeatureNetwork, match=r"Fix: run gan-train-features data=image_folder data.path="):
         build_extractor("trained", tmp_path / "empty_cache", labelled)
 

@@ -8,13 +8,13 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import TensorDataset
 
-from gan.data.loader import TensorBatchLoader, check_a_batch_per_process
+from gan.data.loader import TensorBatchLoader
 from gan.data.scaling import SCALINGS, scale, to_unit_range
-from gan.data.workers import epoch_to_run, worker_loader
+from gan.data.trainer_context import TrainerContext
 from gan.errors import ConfigError, DataError
 
 
-class InMemoryImageDataModule(LightningDataModule):
+class InMemoryImageDataModule(TrainerContext, LightningDataModule):
     """Subclasses implement `load_splits()`, returning float tensors in [0, 1] of shape (N, *shape).
 
     `scaling` maps them to what the networks see (`gcn_scale`: each image's norm under gcn, 55 in the paper's
@@ -77,23 +77,10 @@ class InMemoryImageDataModule(LightningDataModule):
                 )
             if len(images) == 0:
                 raise DataError(f"{self.name} {split} split is empty; check the files under {self.root}")
-        device = self._device()
+        device = self._data_device(self.device_resident and self.num_workers == 0)  # workers read host memory
         self.splits = {
             name: scale(images, self.scaling, self.gcn_scale).contiguous().to(device) for name, images in splits.items()
         }
-
-    def _device(self) -> torch.device:
-        if self.device_resident and self.trainer is not None and self.num_workers == 0:
-            return self.trainer.strategy.root_device
-        return torch.device("cpu")
-
-    def _pin_memory(self) -> bool:
-        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-
-    def _rank_world(self) -> tuple[int, int]:
-        if self.trainer is None:
-            return 0, 1
-        return self.trainer.global_rank, self.trainer.world_size
 
     def _training_progress(self) -> int:
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
@@ -102,16 +89,15 @@ class InMemoryImageDataModule(LightningDataModule):
         data = self.splits[split]
         batch_size = self.batch_size if train else self.eval_batch_size
         shuffle = self.shuffle and train
-        rank, world = self._rank_world()
         if self.num_workers > 0:  # the same batches as without workers, and resumable mid-epoch
-            return worker_loader(TensorDataset(data), batch_size, train, self.seed, self.num_workers, rank, world,
-                                 shuffle=self.shuffle, pin_memory=self._pin_memory(), epoch=epoch_to_run(self.trainer))  # fmt: skip
+            return self._worker_loader(TensorDataset(data), batch_size, train)
+        rank, world = self._rank_world()
         progress = self._training_progress if train and self.trainer is not None else None
         return TensorBatchLoader(data, batch_size, shuffle, drop_last=train, seed=self.seed, rank=rank,
                                  world_size=world, progress=progress)  # fmt: skip
 
     def train_dataloader(self):
-        check_a_batch_per_process(self.name, len(self.splits["train"]), self._rank_world()[1], self.batch_size)
+        self._check_a_batch_per_process(self.name, len(self.splits["train"]))
         return self._loader("train", train=True)
 
     def val_dataloader(self):

@@ -14,15 +14,15 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
 from gan.data.image_files import EXTENSIONS, ImageFiles, check_headers, find_images, split_by_file, split_position
-from gan.data.loader import TensorBatchLoader, check_a_batch_per_process
+from gan.data.loader import TensorBatchLoader
 from gan.data.scaling import SCALINGS, to_unit_range
-from gan.data.workers import epoch_to_run, worker_loader
+from gan.data.trainer_context import TrainerContext
 from gan.errors import ConfigError, DataError
 
 log = logging.getLogger("gan")
 
 
-class ImageFolderDataModule(LightningDataModule):
+class ImageFolderDataModule(TrainerContext, LightningDataModule):
     """`path`: a folder of images, flat or one subfolder per class (torchvision ImageFolder; classes are not used
     for training). Images become `channels` x `image_size` x `image_size` (`resize`: shorter side to
     `image_size`, then a centre crop; without it all images must already be that size), pixels in [0, 1], then
@@ -120,24 +120,13 @@ class ImageFolderDataModule(LightningDataModule):
     def _load(self, paths: Sequence[str]) -> torch.Tensor:
         """Decode `paths` into one tensor, with the workers (no order to keep between runs: plain DataLoader)."""
         loader = DataLoader(self._dataset(paths), batch_size=256, num_workers=self.num_workers)
-        return torch.cat(list(loader)).contiguous().to(self._device())
-
-    def _device(self) -> torch.device:
-        if self.device_resident and self.trainer is not None:
-            return self.trainer.strategy.root_device
-        return torch.device("cpu")
-
-    def _rank_world(self) -> tuple[int, int]:
-        return (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
+        return torch.cat(list(loader)).contiguous().to(self._data_device(self.device_resident))
 
     # --- Lightning hooks -----------------------------------------------------------------------------------
     def train_dataloader(self):
-        rank, world = self._rank_world()
-        check_a_batch_per_process(self.root, len(self.files["train"]), world, self.batch_size)
-        pin = self.pin_memory and self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return worker_loader(self._dataset(self.files["train"], self.hflip), self.batch_size, True, self.seed,
-                             self.num_workers, rank, world, self.shuffle, pin_memory=pin, with_epoch=True,
-                             epoch=epoch_to_run(self.trainer))  # fmt: skip
+        self._check_a_batch_per_process(self.root, len(self.files["train"]))
+        training = self._dataset(self.files["train"], self.hflip)
+        return self._worker_loader(training, self.batch_size, True, with_epoch=True)
 
     def _eval_loader(self, split: str) -> TensorBatchLoader:
         rank, world = self._rank_world()
