@@ -4,6 +4,8 @@ Parzen protocol, and write a markdown table beside the paper's.
     python scripts/reproduce_table1.py --datasets mnist fashion_mnist --seeds 1 2 3 --epochs 300 \
         --data-root /path/to/data --out outputs/table1
     python scripts/reproduce_table1.py --datasets tfd --folds 0 1 2 3 4 --seeds 1 --data-root /path/with/TFD
+    python scripts/reproduce_table1.py --fused --seeds 1 2 3 4 5 --epochs 800 --data-root /path/to/data \
+        -- trainer=gpu model.cuda_graph=true     # five seeds as one fused model on one GPU
     python scripts/reproduce_table1.py --seeds 1 --epochs 700 --anneal-epochs 100 --ema-decay 0.9999 \
         --data-root /path/to/data --out outputs/table1_ema -- callbacks.parzen.val_samples=2000
         # trains a finished 600-epoch run on, annealing lr (the extra setting is the one that run was started with)
@@ -14,8 +16,8 @@ was started with other settings (or trained for more epochs). The table is <out>
 rows of its datasets and keeps the others). The headline is the model at
 the end of the budget (`gan-eval` on last.ckpt with the run's seed, recorded in <run>/table1_last.json): the
 paper recorded no model selection. Beside it, each run's best checkpoint by val/parzen_ll (gan-train's test
-stage). MNIST-like rows: mean +- s.e. over seeds. TFD, as in the paper: one run per fold (each with its own
-sigma), mean +- s.e. over folds (and seeds). Extra `key=value` arguments after `--` are passed to every
+stage). MNIST-like rows: mean +- sd over seeds (and the s.e. of the mean). TFD, as in the paper: one run per fold (each with its own
+sigma), mean +- sd over folds (and seeds). Extra `key=value` arguments after `--` are passed to every
 gan-train run, e.g. `-- trainer=gpu trainer.precision=bf16-mixed`.
 """
 
@@ -153,11 +155,51 @@ def wall_seconds_before(run_dir: Path) -> float:
     return max(earlier, default=0.0)
 
 
+def run_overrides(dataset: str, seed: int, fold: int | None, args, extra: list[str]) -> list[str]:
+    return with_budget([f"experiment={EXPERIMENTS[dataset]}", f"seed={seed}", *([f"data.fold={fold}"] if fold is not None else []),
+                        *([f"trainer.max_epochs={args.epochs}"] if args.epochs else []),
+                        *([f"data.root={args.data_root}"] if args.data_root else []), *extra])  # fmt: skip
+
+
+def train_fused(dataset: str, seeds: list[int], fold: int | None, args, extra: list[str]) -> None:
+    """--fused: the seeds without a finished run train together, as one fused model (hydra/launcher=fused), each
+    into its usual run folder; `train` then finds their metrics.json. Re-running resumes the group."""
+    folders = {seed: run_folder(dataset, seed, fold, args) for seed in seeds}
+    for seed, folder in folders.items():
+        check_settings(folder, run_overrides(dataset, seed, fold, args, extra))
+    pending = [seed for seed, folder in folders.items() if not (folder / "metrics.json").exists()]
+    if not pending:
+        return
+    shared = [o for o in run_overrides(dataset, pending[0], fold, args, extra) if not o.startswith("seed=")]
+    command = [sys.executable, "-m", "gan.train", "-m", f"seed={','.join(map(str, pending))}", "hydra/launcher=fused",
+               f"hydra.sweep.dir={folders[pending[0]].parent}", "hydra.sweep.subdir=seed${seed}", "auto_resume=true",
+               "callbacks.rich_progress_bar.refresh_rate=0", *shared]  # fmt: skip
+    print(" ".join(command), flush=True)
+    run_step(command, folders[pending[0]].parent)
+    for seed in pending:
+        if not (metrics_file := folders[seed] / "metrics.json").exists():
+            raise SystemExit(f"error: seed {seed} of the fused run failed (its reason is above, and in "
+                             f"{folders[seed] / 'FAILED'}). Fix that, then re-run this script")
+        metrics = json.loads(metrics_file.read_text())
+        # the group's training time (its Timer is every member's): count it once in the table, not once per seed
+        metrics["wall_seconds"], metrics["fused_seeds"] = training_seconds(folders[seed]), pending
+        metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def total_hours(results: list) -> float:
+    """Training time of the runs: a fused group's time once, however many seeds it trained."""
+    seconds, groups = 0.0, set()
+    for _, m in results:
+        group = tuple(m.get("fused_seeds") or ())
+        if not group or group not in groups:
+            seconds += m.get("wall_seconds") or float("nan")
+            groups.add(group) if group else None
+    return seconds / 3600
+
+
 def train(run_dir: Path, dataset: str, seed: int, fold: int | None, args, extra: list[str]) -> dict:
     """Train (or resume) one run; its metrics.json holds gan-train's test of the best checkpoint by val/parzen_ll."""
-    overrides = with_budget([f"experiment={EXPERIMENTS[dataset]}", f"seed={seed}", *([f"data.fold={fold}"] if fold is not None else []),
-                             *([f"trainer.max_epochs={args.epochs}"] if args.epochs else []),
-                             *([f"data.root={args.data_root}"] if args.data_root else []), *extra])  # fmt: skip
+    overrides = run_overrides(dataset, seed, fold, args, extra)
     check_settings(run_dir, overrides)
     metrics_file = run_dir / "metrics.json"
     if metrics_file.exists():
@@ -207,7 +249,7 @@ def describe(results: list) -> str:
     )
 
 
-HEADER = ("| model | dataset | epochs | Parzen log-likelihood at the end of training (mean +- s.e.) | per run: test ll "
+HEADER = ("| model | dataset | epochs | Parzen log-likelihood at the end of training (mean +- sd over runs) | per run: test ll "
           "+- s.e. (sigma) | best checkpoint by val/parzen_ll, per run | paper (adversarial nets) | wall time |")
 
 
@@ -225,7 +267,8 @@ def merged_rows(table: Path, new_rows: dict[str, str]) -> list[str]:
 def summarise(lls: list[float]) -> str:
     if len(lls) == 1:
         return f"{lls[0]:.1f}"
-    return f"{statistics.mean(lls):.1f} +- {statistics.stdev(lls) / math.sqrt(len(lls)):.1f}"
+    sd = statistics.stdev(lls)
+    return f"{statistics.mean(lls):.1f} +- {sd:.1f} (s.e. {sd / math.sqrt(len(lls)):.1f})"
 
 
 def main() -> int:
@@ -238,6 +281,8 @@ def main() -> int:
                         help="default: the experiment's max_epochs (recorded, so a later, larger --epochs extends the run)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", default="outputs/table1")
+    parser.add_argument("--fused", action="store_true",
+                        help="train the seeds together as one fused model on one device (hydra/launcher=fused)")
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="evaluate an EMA of G's weights (e.g. 0.999): the paper's networks and recipe, a better estimate")
     parser.add_argument("--anneal-epochs", type=int, default=None,
@@ -255,12 +300,14 @@ def main() -> int:
     for dataset in args.datasets:
         folds = args.folds if dataset == "tfd" else [None]
         best, last = [], []
+        for fold in folds if args.fused else []:
+            train_fused(dataset, args.seeds, fold, args, extra)
         for fold, seed in [(fold, seed) for fold in folds for seed in args.seeds]:
             folder = run_folder(dataset, seed, fold, args)
             best.append(((fold, seed), train(folder, dataset, seed, fold, args, extra)))
             last.append(((fold, seed), evaluate_last(folder, seed, args)))
         epochs = sorted({m["epochs"] for _, m in last})  # trained, which a max_time or max_steps can make fewer
-        hours = sum(m.get("wall_seconds", float("nan")) for _, m in best) / 3600
+        hours = total_hours(best)
         model = EXPERIMENTS[dataset] + (" (stage 1 only)" if dataset == "tfd" else "")
         model += f" + EMA {args.ema_decay}" if args.ema_decay else ""
         model += f" + lr anneal over the last {args.anneal_epochs} epochs" if args.anneal_epochs else ""

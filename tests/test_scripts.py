@@ -24,6 +24,31 @@ def reproduce_table1_module():
     return script
 
 
+def _mean_sd_se(two: list[float]) -> str:
+    """mean +- sd (s.e.) of two values: sd = |a - b| / sqrt(2), s.e. = |a - b| / 2."""
+    gap = abs(two[0] - two[1])
+    return f"{sum(two) / 2:.1f} +- {gap / 2**0.5:.1f} (s.e. {gap / 2:.1f})"
+
+
+def test_reproduce_table1_fused_trains_the_seeds_together_into_their_usual_folders(tiny_mnist_root, tmp_path):
+    out = tmp_path / "table1"
+    command = [sys.executable, str(REPO / "scripts" / "reproduce_table1.py"), "--fused", "--seeds", "1", "2",
+               "--epochs", "1", "--data-root", str(tiny_mnist_root), "--out", str(out), "--", "debug=fast",
+               *[o for o in tiny_data_overrides(tiny_mnist_root) if not o.startswith("data.root")]]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "hydra/launcher=fused" in result.stdout and (out / "mnist" / "fused_0-1" / "checkpoints" / "last.ckpt").exists()
+    best = [json.loads((out / "mnist" / f"seed{s}" / "metrics.json").read_text()) for s in (1, 2)]
+    assert best[0]["fused_seeds"] == [1, 2] and best[0]["wall_seconds"] == best[1]["wall_seconds"] > 0
+    last = [json.loads((out / "mnist" / f"seed{s}" / "table1_last.json").read_text())["test/parzen_ll"] for s in (1, 2)]
+    row = next(line for line in (out / "table1.md").read_text().splitlines() if line.startswith("| mnist_paper"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[3] == _mean_sd_se(last)
+    assert cells[7] == f"{best[0]['wall_seconds'] / 3600:.1f} h"  # the group's time, once
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert again.returncode == 0 and "gan.train" not in again.stdout
+
+
 def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_path):
     out = tmp_path / "table1"
     command = [sys.executable, str(REPO / "scripts" / "reproduce_table1.py"), "--datasets", "mnist", "--seeds", "1", "2",
@@ -42,9 +67,8 @@ def test_reproduce_table1_writes_a_table_beside_the_papers(tiny_mnist_root, tmp_
     timer = torch.load(out / "mnist" / "seed1" / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["Timer"]
     assert best[0]["wall_seconds"] == pytest.approx(timer["time_elapsed"]["train"]) and best[0]["wall_seconds"] > 0
     lls = [m["test/parzen_ll"] for m in last]
-    mean, se = (lls[0] + lls[1]) / 2, abs(lls[0] - lls[1]) / 2
     assert cells[2] == "1"  # epochs
-    assert cells[3] == f"{mean:.1f} +- {se:.1f}"
+    assert cells[3] == _mean_sd_se(lls)
     assert cells[4].startswith(f"seed 1: {lls[0]:.1f} +- {last[0]['test/parzen_se']:.1f}") and f"seed 2: {lls[1]:.1f}" in cells[4]
     assert f"seed 1: {best[0]['test/parzen_ll']:.1f}" in cells[5] and f"seed 2: {best[1]['test/parzen_ll']:.1f}" in cells[5]
     assert cells[6] == "225 +- 2"
@@ -190,8 +214,7 @@ def test_reproduce_table1_scores_tfd_per_fold_as_the_paper(tmp_path):
     row = next(line for line in (out / "table1.md").read_text().splitlines() if line.startswith("| tfd_paper"))
     assert "(stage 1 only)" in row and "2057 +- 26 (over 5 folds)" in row
     assert f"fold 0 seed 1: {lls[0]:.1f}" in row and f"fold 3 seed 1: {lls[1]:.1f}" in row
-    mean, se = (lls[0] + lls[1]) / 2, abs(lls[0] - lls[1]) / 2  # s.e. of two values: |a - b| / 2
-    assert f"| {mean:.1f} +- {se:.1f} |" in row
+    assert f"| {_mean_sd_se(lls)} |" in row
     config = (out / "tfd" / "fold3" / "seed1" / ".hydra" / "config.yaml").read_text()
     assert "fold: 3" in config
 

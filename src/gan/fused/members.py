@@ -112,7 +112,7 @@ class MemberRuns(Callback):
                                   "step does not have")  # fmt: skip
             # Lightning runs checkpoint callbacks last, after the callbacks that log what they monitor
             run.callbacks.sort(key=lambda c: isinstance(c, Checkpoint))
-        self._dump: tuple[tuple[int, int], dict] | None = None
+        self._dump: tuple[tuple[int, int], dict, dict] | None = None
 
     @property
     def active(self) -> list[MemberRun]:
@@ -190,9 +190,10 @@ class MemberRuns(Callback):
         trainer = run.trainer._fused
         key = (trainer.global_step, trainer.lightning_module.batches_seen)
         if self._dump is None or self._dump[0] != key:  # every member saving at this step shares one dump
-            self._dump = (key, trainer._checkpoint_connector.dump_checkpoint(weights_only=False))
+            self._dump = (key, trainer._checkpoint_connector.dump_checkpoint(weights_only=False),
+                          self._shared_states(trainer))  # fmt: skip
         trainer.lightning_module.sync_members()
-        checkpoint = member_checkpoint(self._dump[1], run, len(self.runs), shared_callbacks=self._shared_states(trainer))
+        checkpoint = member_checkpoint(self._dump[1], run, len(self.runs), shared_callbacks=self._dump[2])
         trainer.strategy.save_checkpoint(checkpoint, filepath)
 
     def _shared_states(self, trainer: Trainer) -> dict[str, Any]:
