@@ -1,6 +1,7 @@
 """Fused multi-seed training vs the same runs one after another: aggregate training steps/s, measured in one run.
 
     python scripts/bench_fused.py --members 1 2 4 8 --steps 100 --data-root /path/to/data          # CPU
+    OMP_NUM_THREADS=1 python scripts/bench_fused.py --clock cpu --members 1 2 4 8 --data-root /path/to/data
     python scripts/bench_fused.py --device cuda --cuda-graph --members 1 2 4 8 --steps 1000 --data-root ...
 
 For each N, N fused members (hydra/launcher=fused's model: `gan.fused.FusedGAN` over N seeds) train `steps`
@@ -19,12 +20,14 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 from lightning import Trainer, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_train  # noqa: E402
 from bench_train import StepTimer, compose_config  # noqa: E402  (the same config and timer as the other bench)
 
 from gan.fused.data import FusedDataModule  # noqa: E402
@@ -75,9 +78,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--cuda-graph", action="store_true", help="model.cuda_graph=true for both (GPU only)")
     parser.add_argument("--data-root", default="data", help="the folder holding MNIST/raw/")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: this process's CPU time, which other jobs on a busy machine do not inflate")
     parser.add_argument("overrides", nargs="*", help="more key=value config overrides")
     args = parser.parse_args()
     args.precision, args.compile, args.no_progress_bar = "32-true", False, True  # what compose_config reads
+    if args.clock == "cpu":
+        bench_train.clock = time.process_time
     args.overrides = [*args.overrides, *(["model.cuda_graph=true"] if args.cuda_graph else [])]
     rows = {}
     for n in args.members:

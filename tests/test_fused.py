@@ -86,6 +86,11 @@ def test_a_fused_sweep_gives_every_job_its_own_folder_that_gan_eval_scores(mnist
                      env=ENV)  # fmt: skip
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert "test/parzen_ll" in scored.stdout + scored.stderr
+    # a member's folder continues as a run alone: one more epoch of job 1 from its last.ckpt
+    alone = run_cli("gan-train", "experiment=mnist_paper", "debug=fast", "seed=2", "trainer.max_epochs=2", "test=false",
+                    f"hydra.run.dir={sweep / '1'}", "auto_resume=true", *tiny_data_overrides(mnist_2000), env=ENV)  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert _checkpoint(sweep / "1")["epoch"] == 1 and (sweep / "1" / "samples" / "epoch_0002.png").exists()
 
 
 def test_sigkill_of_a_fused_run_then_auto_resume_gives_bit_identical_members(mnist_2000, tmp_path):
