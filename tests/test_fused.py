@@ -136,6 +136,48 @@ def test_jobs_are_grouped_by_everything_but_the_seed():
     assert [[n for n, _ in group] for group in seed_groups(jobs, max_members=2)] == [[0, 1], [4], [2], [3]]
 
 
+def _networks(kind: str, seeds=(0, 1)) -> list[nn.Module]:
+    from gan.networks.dcgan import DCGANDiscriminator, DCGANGenerator
+    from gan.networks.mlp import MaxoutDiscriminator, PyTorchGANGenerator
+
+    build = {"maxout": lambda: MaxoutDiscriminator((1, 28, 28), hidden_units=(16, 16)),
+             "batchnorm": lambda: PyTorchGANGenerator(8, (1, 4, 4), hidden_sizes=(8, 8)),
+             "dcgan_g": lambda: DCGANGenerator(8, (1, 28, 28), base_channels=4),
+             "dcgan_d": lambda: DCGANDiscriminator((1, 28, 28), base_channels=4)}[kind]  # fmt: skip
+    networks = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        networks.append(build())
+    return networks
+
+
+@pytest.mark.parametrize("kind, shape", [("maxout", (1, 28, 28)), ("batchnorm", (8,)), ("dcgan_g", (8,)),
+                                         ("dcgan_d", (1, 28, 28))])  # fmt: skip
+def test_a_fused_network_computes_each_members_pass_its_gradients_and_statistics(kind, shape):
+    """Training mode: member i's output, gradients and batch-norm running statistics are those of its own network
+    given member i's generator for its dropout masks; eval mode too."""
+    members, randomness = _networks(kind), MemberRandomness()
+    fused = fuse_networks(members, randomness, "net")
+    inputs = torch.rand(2, 5, *shape)
+    randomness.generators = [torch.Generator().manual_seed(10 + i) for i in range(2)]
+    together = fused(inputs)
+    together.square().sum().backward()
+    stacked = fused.state_dict(keep_vars=True)
+    for i, member in enumerate(members):
+        torch.manual_seed(10 + i)  # a run alone draws its masks from the global RNG seeded so
+        alone = member(inputs[i])
+        alone.square().sum().backward()
+        assert torch.allclose(together[i], alone, atol=1e-5)
+        for name, tensor in member.state_dict(keep_vars=True).items():
+            assert torch.allclose(stacked[name][i], tensor, atol=1e-5), name  # running statistics per member
+            if isinstance(tensor, nn.Parameter):
+                assert torch.allclose(stacked[name].grad[i], tensor.grad, atol=1e-4), name
+    for network in (fused, *members):
+        network.eval()
+    with torch.no_grad():
+        assert torch.allclose(fused(inputs), torch.stack([m(x) for m, x in zip(members, inputs)]), atol=1e-5)
+
+
 class _MixesMembers(nn.Module):
     """A network whose own forward (not a submodule's) reshapes by the first dimension, beside a dropout layer."""
 
@@ -152,5 +194,10 @@ def test_a_network_that_cannot_be_fused_is_refused_in_one_line():
     fused = fuse_networks(nets, MemberRandomness(), "model.discriminator")
     with pytest.raises(NotFusable, match="mixes the members' dimension with the batch's"):
         check_fused_forward(fused, nets, torch.rand(3, 4), "model.discriminator")
+    from gan.networks.dcgan import DCGANDiscriminator
+
+    with pytest.raises(NotFusable, match="cannot be fused .Batching rule not implemented"):  # spectral norm's u update
+        nets = [DCGANDiscriminator((1, 28, 28), base_channels=4, spectral_norm=True) for _ in range(2)]
+        check_fused_forward(fuse_networks(nets, MemberRandomness(), "D"), nets, torch.rand(3, 1, 28, 28), "D")
     with pytest.raises(NotFusable, match="Dropout2d layers cannot be fused"):
         fuse_networks([nn.Sequential(nn.Conv2d(1, 1, 3), nn.Dropout2d()) for _ in range(2)], MemberRandomness(), "D")

@@ -43,6 +43,7 @@ class _Vmapped:
         self._placeholders = [(module, slot, name, tensor) for module in template.modules()
                               for slot in ("_parameters", "_buffers")
                               for name, tensor in getattr(module, slot).items()]  # fmt: skip
+        self._modes = list(zip(fused.modules(), template.modules(), strict=True))
 
     def _one_member(self, params, buffers, *inputs):
         return functional_call(self.template, (params, buffers), inputs, tie_weights=False)
@@ -51,6 +52,8 @@ class _Vmapped:
         # Every name of a shared submodule (a generator's `output` is also `net[-1]`) gets its slice.
         params = dict(self.fused.named_parameters(remove_duplicate=False))
         buffers = dict(self.fused.named_buffers(remove_duplicate=False))
+        for fused, template in self._modes:  # train/eval (batch norm, dropout) as the fused network is set now
+            template.training = fused.training
         try:
             return vmap(self._one_member, randomness="error")(params, buffers, *inputs)
         finally:
@@ -137,16 +140,21 @@ def stack_into(fused: nn.Module, members: Sequence[nn.Module]) -> None:
 
 
 def check_fused_forward(fused: nn.Module, members: Sequence[nn.Module], example: torch.Tensor, where: str) -> None:
-    """Refuse a network whose own forward code mixes the members' dimension with the batch (e.g. a `view(x.shape[0],
-    ...)` in a module that also holds a dropout layer): compare the fused and the separate passes in eval mode."""
+    """Refuse, before training, a network the fused pass gets wrong or cannot run: its own forward code mixes the
+    members' dimension with the batch (e.g. `view(x.shape[0], ...)` in a module that also holds a dropout layer),
+    or an operation has no batching rule in vmap (e.g. spectral norm's power iteration). The fused and separate
+    passes are compared in eval mode; a training-mode forward and backward runs on a copy (its statistics and
+    the generators' state stay as they are)."""
+    batch = example.unsqueeze(0).expand(len(members), *example.shape)
     modes = [m.training for m in (fused, *members)]
     for m in (fused, *members):
         m.eval()
     try:
         with torch.no_grad():
-            together = fused(example.unsqueeze(0).expand(len(members), *example.shape))
-            apart = torch.stack([member(example) for member in members])
+            together, apart = fused(batch), torch.stack([member(example) for member in members])
         same = together.shape == apart.shape and torch.allclose(together, apart, rtol=1e-4, atol=1e-5)
+        probe = copy.deepcopy(fused).train()
+        probe(batch).float().sum().backward()
     except RuntimeError as error:
         raise NotFusable(f"{where} cannot be fused ({str(error).splitlines()[0]})") from None
     finally:
