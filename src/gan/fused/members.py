@@ -167,6 +167,9 @@ class MemberRuns(Callback):
         else:
             pl_module.take_evaluation("val")
         self._each("on_validation_epoch_end", pl_module)
+        scores = [run.metrics["val/parzen_ll"] for run in self.active if "val/parzen_ll" in run.metrics]
+        if scores and not trainer.sanity_checking:  # the progress bar shows the members' mean
+            pl_module.log("val/parzen_ll", torch.stack(scores).mean(), logger=False)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         for run in self.active:

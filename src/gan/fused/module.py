@@ -110,7 +110,7 @@ class FusedGAN(GAN):
     def _log_training(self, stats: dict[str, torch.Tensor]) -> None:
         # The members' own values go to their loggers (gan.fused.members); the progress bar shows the members' mean.
         self.logged_stats = {**{f"train/{name}": value for name, value in stats.items()}, **self._optimizer_settings()}
-        self.log_dict({name: value.mean() for name, value in stats.items()}, prog_bar=False, logger=False)
+        self.log_dict({f"train/{name}": value.mean() for name, value in stats.items()}, logger=False)
 
     def _log_evaluation(self, stage: str, stats: dict[str, torch.Tensor], batch_size: int) -> None:
         # Lightning's epoch mean of a logged value, per member: a sum weighted by batch size, divided at the end.
