@@ -34,9 +34,12 @@ def _is_group_level(callback) -> bool:
 def check_fusable(cfgs: list[DictConfig]) -> None:
     """What the fused step cannot do, refused before anything is built (the launcher then runs the jobs alone)."""
     first = cfgs[0]
-    if OmegaConf.select(first, "trainer.devices", default=1) not in (1, "1", "auto") or \
+    if OmegaConf.select(first, "trainer.devices", default=1) not in (1, "1") or \
             OmegaConf.select(first, "trainer.num_nodes", default=1) != 1:  # fmt: skip
-        raise NotFusable("fused training uses one device; these jobs ask for several (trainer.devices / num_nodes)")
+        raise NotFusable("fused training uses one device; these jobs ask for another count "
+                         "(trainer.devices / trainer.num_nodes other than 1)")
+    if OmegaConf.select(first, "model.compile", default=False):  # not tried: vmap under torch.compile
+        raise NotFusable("model.compile=true is not supported for fused members (model.cuda_graph=true is)")
     if any("wandb" in str(node.get("_target_", "")).lower() for node in (first.get("logger") or {}).values()):
         raise NotFusable("the W&B logger keeps one run per process, so fused jobs cannot each have their own")
     if not first.get("train", True):
