@@ -108,8 +108,11 @@ def test_sigkill_of_a_fused_run_then_auto_resume_gives_bit_identical_members(mni
     assert killed.returncode == -9
     at_kill = torch.load(killed_dir / "fused_0-1" / "checkpoints" / "last.ckpt", weights_only=False)
     assert at_kill["gan_counters"]["batches_seen"] == 8 and at_kill["epoch"] == 1  # mid-epoch 2, 2 batches lost
+    refused = run_cli("gan-train", "-m", *common, f"hydra.sweep.dir={killed_dir}", env=ENV)  # no auto_resume
+    assert "holds the checkpoint of an earlier fused run of these jobs; pass auto_resume=true" in refused.stderr
     again = run_cli("gan-train", "-m", *common, "auto_resume=true", f"hydra.sweep.dir={killed_dir}", env=ENV)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 job(s), 0 failed" in again.stdout + again.stderr  # the refused attempt's FAILED files are gone
     for job in ("0", "1"):
         expected = torch.load(tmp_path / "uninterrupted" / job / "final.pt")
         got = torch.load(killed_dir / job / "final.pt")
@@ -127,6 +130,14 @@ def test_jobs_that_cannot_be_fused_run_one_after_another_saying_why(mnist_2000, 
     assert "train together" not in output
     assert (tmp_path / "0" / "metrics.json").exists() and (tmp_path / "1" / "metrics.json").exists()
     assert not list(tmp_path.glob("fused_*"))
+
+
+def test_a_bad_group_size_is_refused_in_one_line(tmp_path):
+    result = run_cli("gan-train", "-m", "debug=fast", "seed=1,2", "hydra/launcher=fused", "hydra.launcher.max_members=0",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", env=ENV)  # fmt: skip
+    assert result.returncode == 1 and not (tmp_path / "sweep" / "0").exists()
+    assert result.stderr.strip() == ("error: hydra.launcher.max_members=0 is invalid: must be an integer >= 1 "
+                                     "(e.g. hydra.launcher.max_members=8)")  # fmt: skip
 
 
 def test_jobs_are_grouped_by_everything_but_the_seed():

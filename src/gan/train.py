@@ -124,6 +124,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:
         (Path(cfg.paths.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        (Path(cfg.paths.output_dir) / "FAILED").unlink(missing_ok=True)  # an earlier attempt's, now resumed to the end
         log_run_summary(Path(cfg.paths.output_dir), metrics, trainer.current_epoch, started)
     return metrics
 

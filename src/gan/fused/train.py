@@ -51,6 +51,11 @@ def train_fused(cfgs: list[DictConfig], job_numbers: list[int], group_dir: Path)
     for cfg in cfgs:
         validate_config(cfg)
     check_fusable(cfgs)
+    last = group_dir / "checkpoints" / "last.ckpt"
+    if last.exists() and not cfgs[0].get("auto_resume"):
+        raise ConfigError(f"{group_dir} holds the checkpoint of an earlier fused run of these jobs; pass "
+                          "auto_resume=true to continue it, or choose a new hydra.sweep.dir")  # fmt: skip
+    resume = str(last) if last.exists() else None
     from lightning import seed_everything
     from lightning.pytorch.callbacks import Timer
 
@@ -86,14 +91,8 @@ def train_fused(cfgs: list[DictConfig], job_numbers: list[int], group_dir: Path)
         for logger in run.loggers:
             logger.log_hyperparams(OmegaConf.to_container(run.cfg, resolve=True))
     trainer = build(cfgs[0].trainer, "trainer", callbacks=[member_runs, *group_callbacks], logger=False)
-    last = checkpoints / "last.ckpt"
-    resume = None
-    if last.exists():
-        if not cfgs[0].get("auto_resume"):
-            raise ConfigError(f"{group_dir} holds the checkpoint of an earlier fused run of these jobs; pass "
-                              "auto_resume=true to continue it, or choose a new hydra.sweep.dir")  # fmt: skip
-        log.info("resuming the fused jobs %s from %s", ", ".join(map(str, job_numbers)), last)
-        resume = str(last)
+    if resume:
+        log.info("resuming the fused jobs %s from %s", ", ".join(map(str, job_numbers)), resume)
     trainer.fit(model, datamodule=data, ckpt_path=resume)
     model.sync_members()
     timers = [c for c in group_callbacks if isinstance(c, Timer)]  # its state is in the members' checkpoints too
@@ -139,5 +138,6 @@ def _test_alone(run, shared_callbacks: list) -> dict[str, float]:
             trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best, weights_only=False, verbose=False)
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
     (run.folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    (run.folder / "FAILED").unlink(missing_ok=True)  # an earlier attempt's, now resumed to the end
     log.info("%s: %s", run.name, ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("test/")))
     return metrics

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,10 +41,10 @@ class FusedLauncher(BasicLauncher):
 
     def __init__(self, max_members: int = 64) -> None:
         super().__init__()
-        if not (isinstance(max_members, int) and max_members >= 1):
-            from gan.errors import ConfigError
-
-            raise ConfigError(f"hydra.launcher.max_members={max_members!r} must be an integer >= 1")
+        if not (isinstance(max_members, int) and max_members >= 1):  # before any job exists: one line, exit 1
+            print(f"error: hydra.launcher.max_members={max_members!r} is invalid: must be an integer >= 1 "
+                  "(e.g. hydra.launcher.max_members=8)", file=sys.stderr)  # fmt: skip
+            sys.exit(1)
         self.max_members = max_members
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
