@@ -106,7 +106,8 @@ def test_sigkill_of_a_fused_run_then_auto_resume_gives_bit_identical_members(mni
     kill = ["+callbacks.kill._target_=tests.fault_injection.KillAtBatch", "+callbacks.kill.batch=10"]
     killed = run_cli("gan-train", "-m", *common, *kill, f"hydra.sweep.dir={killed_dir}", env=ENV)
     assert killed.returncode == -9
-    at_kill = torch.load(killed_dir / "fused_0-1" / "checkpoints" / "last.ckpt", weights_only=False)
+    (group,) = killed_dir.glob("fused_0-1_*")
+    at_kill = torch.load(group / "checkpoints" / "last.ckpt", weights_only=False)
     assert at_kill["gan_counters"]["batches_seen"] == 8 and at_kill["epoch"] == 1  # mid-epoch 2, 2 batches lost
     refused = run_cli("gan-train", "-m", *common, f"hydra.sweep.dir={killed_dir}", env=ENV)  # no auto_resume
     assert "holds the checkpoint of an earlier fused run of these jobs; pass auto_resume=true" in refused.stderr

@@ -82,7 +82,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
     from lightning import seed_everything
 
-    from gan.utils.console import log_run_summary, one_line_per_record
+    from gan.utils.console import one_line_per_record
 
     one_line_per_record()
 
@@ -123,10 +123,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         _finish_wandb(loggers)
 
     if trainer.is_global_zero:
-        (Path(cfg.paths.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        (Path(cfg.paths.output_dir) / "FAILED").unlink(missing_ok=True)  # an earlier attempt's, now resumed to the end
-        log_run_summary(Path(cfg.paths.output_dir), metrics, trainer.current_epoch, started)
+        record_run(Path(cfg.paths.output_dir), metrics, trainer.current_epoch, started)
     return metrics
+
+
+def record_run(folder: Path, metrics: dict[str, float], epochs: int, started: float) -> None:
+    """A finished run's metrics.json (an earlier attempt's FAILED goes: it was resumed to the end), and its summary."""
+    from gan.utils.console import log_run_summary
+
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    (folder / "FAILED").unlink(missing_ok=True)
+    log_run_summary(folder, metrics, epochs, started)
 
 
 def _metrics(trainer) -> dict[str, float]:

@@ -49,20 +49,19 @@ class FusedTrainingLoader:
                 loader.load_state_dict(member_state)
 
 
-class _EveryMember:
-    """Evaluation batches are the same images for every member (the held-out splits do not depend on the seed):
-    one loader, each batch expanded (a view, no copy) to (members, batch, ...)."""
+class _EachMemberHeldOut:
+    """The members' evaluation batches, stacked (members, batch, ...): each member is scored on its own held-out
+    split, as its run alone is (the same images, unless a dataset draws its splits from the seed)."""
 
-    def __init__(self, loader, members: int) -> None:
-        self.loader, self.members = loader, members
+    def __init__(self, loaders: Sequence) -> None:
+        self.loaders = list(loaders)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return min(len(loader) for loader in self.loaders)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        for batch in self.loader:
-            images = _images(batch)
-            yield images.unsqueeze(0).expand(self.members, *images.shape)
+        for batches in zip(*self.loaders):
+            yield torch.stack([_images(batch) for batch in batches])
 
 
 class FusedDataModule(LightningDataModule):
@@ -76,12 +75,26 @@ class FusedDataModule(LightningDataModule):
         for member in self.members:
             member.trainer = self.trainer  # device, rank and training progress come from the one trainer
             member.setup(stage)
+            _share_equal_splits(member, self.members[0])
 
     def train_dataloader(self) -> FusedTrainingLoader:
         return FusedTrainingLoader([member.train_dataloader() for member in self.members])
 
-    def val_dataloader(self) -> _EveryMember:
-        return _EveryMember(self.members[0].val_dataloader(), len(self.members))
+    def val_dataloader(self) -> _EachMemberHeldOut:
+        return _EachMemberHeldOut([member.val_dataloader() for member in self.members])
 
-    def test_dataloader(self) -> _EveryMember:
-        return _EveryMember(self.members[0].test_dataloader(), len(self.members))
+    def test_dataloader(self) -> _EachMemberHeldOut:
+        return _EachMemberHeldOut([member.test_dataloader() for member in self.members])
+
+
+def _share_equal_splits(member: LightningDataModule, first: LightningDataModule) -> None:
+    """In-memory splits (`splits`: name -> tensor) equal to the first member's are that tensor: N members of a dataset
+    that fits in memory hold it once, not N times (loaded one after another, so at most twice at any moment)."""
+    mine, theirs = getattr(member, "splits", None), getattr(first, "splits", None)
+    if member is first or not isinstance(mine, dict) or not isinstance(theirs, dict):
+        return
+    for name, images in mine.items():
+        other = theirs.get(name)
+        if torch.is_tensor(images) and torch.is_tensor(other) and images is not other and \
+                images.shape == other.shape and torch.equal(images, other):  # fmt: skip
+            mine[name] = other

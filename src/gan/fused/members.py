@@ -20,7 +20,6 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig
 
-from gan.cuda_graph import STEP_HOOKS
 from gan.errors import GANError
 from gan.fused import NotFusable
 from gan.module import GAN
@@ -28,10 +27,17 @@ from gan.module import GAN
 log = logging.getLogger("gan")
 
 # Hooks passed on to the members' callbacks; the weights are copied into the members before each (not per batch).
+# A member callback overriding any other hook is refused (NotFusable): it would silently not run.
 PER_RUN_HOOKS = ("setup", "on_fit_start", "on_sanity_check_start", "on_sanity_check_end", "on_train_start",
                  "on_train_epoch_start", "on_validation_start", "on_validation_epoch_start", "on_validation_end",
                  "on_train_epoch_end", "on_train_end", "on_fit_end", "teardown")  # fmt: skip
 PER_BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end")
+# on_save_checkpoint: when a member checkpoint is cut; the test hooks: in each member's own test Trainer.
+FORWARDED = {*PER_RUN_HOOKS, *PER_BATCH_HOOKS, "on_validation_epoch_end", "on_exception", "on_save_checkpoint",
+             "on_test_start", "on_test_end", "on_test_epoch_start", "on_test_epoch_end", "on_test_batch_start",
+             "on_test_batch_end", "state_dict", "load_state_dict"}  # fmt: skip
+HOOKS = [name for name in vars(Callback) if name.startswith("on_") or name in ("setup", "teardown", "state_dict",
+                                                                              "load_state_dict")]  # fmt: skip
 
 
 def _overrides(callback: Callback, hook: str) -> bool:
@@ -51,7 +57,9 @@ class MemberRun:
     loggers: list
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     failure: GANError | None = None
+    stopped: bool = False  # a callback of this member set trainer.should_stop (e.g. early stopping)
     trainer: MemberTrainer | None = None
+    _row: dict[str, float] = field(default_factory=dict)  # logged since the last flush: one row per step
 
     @property
     def folder(self) -> Path:
@@ -62,19 +70,24 @@ class MemberRun:
         return f"job {self.index} (seed={self.cfg.seed})"
 
     def log_dict(self, metrics: dict, *args, **kwargs) -> None:
-        """The member module's `log`/`log_dict`: into this run's metrics and loggers at the fused run's step."""
+        """The member module's `log`/`log_dict`: into this run's metrics, and its loggers at the next flush."""
         values = {name: torch.as_tensor(value).detach().float().cpu() for name, value in metrics.items()}
         self.metrics.update(values)
-        if self.trainer is None or not self.loggers:
-            return
-        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped  # the step a run alone logs at
-        row = {name: float(value) for name, value in values.items()} | {"epoch": self.trainer.current_epoch}
-        for logger in self.loggers:
-            logger.log_metrics(row, step=step)
-            logger.save()
+        self._row.update({name: float(value) for name, value in values.items()})
 
     def log(self, name: str, value, *args, **kwargs) -> None:
         self.log_dict({name: value})
+
+    def flush_logs(self) -> None:
+        """What was logged in one hook, as one row at the step a run alone logs it at (Lightning's logger
+        connector also writes a step's metrics together)."""
+        if not self._row or self.trainer is None:
+            return
+        row, self._row = {**self._row, "epoch": self.trainer.current_epoch}, {}
+        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+        for logger in self.loggers:
+            logger.log_metrics(row, step=step)
+            logger.save()
 
 
 class MemberTrainer:
@@ -96,8 +109,20 @@ class MemberTrainer:
     callback_metrics = logged_metrics = progress_bar_metrics = property(lambda self: self._run.metrics)
     default_root_dir = log_dir = property(lambda self: str(self._run.folder))
 
+    @property
+    def should_stop(self) -> bool:
+        return self._run.stopped or self._fused.should_stop
+
+    @should_stop.setter
+    def should_stop(self, value: bool) -> None:
+        """A member's callback stopping training (early stopping) stops this member: its weights and checkpoints
+        stay where they are; the group goes on while any member trains."""
+        if value and not self._run.stopped:
+            self._run.stopped = True
+            log.info("%s stopped at epoch %d (a callback of its own asked)", self._run.name, self.current_epoch + 1)
+
     def save_checkpoint(self, filepath, weights_only: bool = False, storage_options=None) -> None:
-        self._save(self._run, filepath)
+        self._save(self._run, filepath, weights_only)
 
 
 class MemberRuns(Callback):
@@ -106,37 +131,42 @@ class MemberRuns(Callback):
     def __init__(self, runs: list[MemberRun]) -> None:
         self.runs = runs
         for run in runs:
-            step_hooks = [f"{type(c).__name__}.{h}" for c in run.callbacks for h in STEP_HOOKS if _overrides(c, h)]
-            if step_hooks:
-                raise NotFusable(f"callback hook {step_hooks[0]} runs inside one member's optimizer step, which a fused "
-                                  "step does not have")  # fmt: skip
+            unsupported = [f"{type(c).__name__}.{hook}" for c in run.callbacks for hook in HOOKS
+                           if _overrides(c, hook) and hook not in FORWARDED]  # fmt: skip
+            if unsupported:
+                raise NotFusable(f"callback hook {unsupported[0]} is not passed on to the members of a fused run")
             # Lightning runs checkpoint callbacks last, after the callbacks that log what they monitor
             run.callbacks.sort(key=lambda c: isinstance(c, Checkpoint))
-        self._dump: tuple[tuple[int, int], dict, dict] | None = None
+        self._dump: tuple[tuple, dict, dict] | None = None
 
     @property
     def active(self) -> list[MemberRun]:
-        return [run for run in self.runs if run.failure is None]
+        return [run for run in self.runs if run.failure is None and not run.stopped]
+
+    def live_positions(self) -> list[int]:
+        """The members whose own weights still follow the fused model (not failed, not stopped)."""
+        return [run.position for run in self.active]
 
     def _each(self, hook: str, pl_module, *args, slice_batch: bool = False) -> None:
-        if hook not in PER_BATCH_HOOKS:
-            pl_module.sync_members()
-        for run in self.active:
+        callers = [(run, [c for c in run.callbacks if _overrides(c, hook)]) for run in self.active]
+        callers = [(run, callbacks) for run, callbacks in callers if callbacks]
+        if callers and hook not in PER_BATCH_HOOKS:  # weights copied only where a callback will look at them
+            pl_module.sync_members(self.live_positions())
+        for run, callbacks in callers:
             member_args, i = args, run.position
             if slice_batch:  # (outputs,) batch, batch_idx with a leading members dimension
                 *outputs, batch, batch_idx = args
                 member_args = (*[{k: v[i] for k, v in (o or {}).items()} for o in outputs], batch[i], batch_idx)
-            for callback in run.callbacks:
-                if not _overrides(callback, hook):
-                    continue
+            for callback in callbacks:
                 try:
                     getattr(callback, hook)(run.trainer, run.module, *member_args)
                 except GANError as error:  # this member stops; the others train on
                     run.failure = error
                     log.error("%s failed: %s", run.name, error)
                     break
-        if not self.active:
-            raise self.runs[0].failure
+            run.flush_logs()
+        if not self.active:  # every member failed or stopped: so does the group (each keeps its own reason)
+            pl_module.trainer.should_stop = True
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str = "fit") -> None:
         for run in self.runs:
@@ -157,16 +187,17 @@ class MemberRuns(Callback):
             for run in self.active:
                 run.log_dict({name: (value[run.position] if torch.is_tensor(value) else value)
                               for name, value in stats.items()})  # fmt: skip
+                run.flush_logs()
         self._each("on_train_batch_end", pl_module, outputs, batch, batch_idx, slice_batch=True)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        stats = pl_module.take_evaluation("val")
         if not trainer.sanity_checking:  # Lightning logs nothing from the sanity check either
-            stats = pl_module.take_evaluation("val")
-            for run in self.active:
+            for run in self.active:  # flushed with what the members' callbacks log now (Parzen): one row
                 run.log_dict({name: value[run.position] for name, value in stats.items()})
-        else:
-            pl_module.take_evaluation("val")
         self._each("on_validation_epoch_end", pl_module)
+        for run in self.active:
+            run.flush_logs()
         scores = [run.metrics["val/parzen_ll"] for run in self.active if "val/parzen_ll" in run.metrics]
         if scores and not trainer.sanity_checking:  # the progress bar shows the members' mean
             pl_module.log("val/parzen_ll", torch.stack(scores).mean(), logger=False)
@@ -189,13 +220,13 @@ class MemberRuns(Callback):
                     callback.load_state_dict(saved[callback.state_key])
 
     # --- a member's checkpoint: its share of a fused one --------------------------------------------------------
-    def _save_member(self, run: MemberRun, filepath) -> None:
+    def _save_member(self, run: MemberRun, filepath, weights_only: bool = False) -> None:
         trainer = run.trainer._fused
-        key = (trainer.global_step, trainer.lightning_module.batches_seen)
+        key = (trainer.global_step, trainer.lightning_module.batches_seen, weights_only)
         if self._dump is None or self._dump[0] != key:  # every member saving at this step shares one dump
-            self._dump = (key, trainer._checkpoint_connector.dump_checkpoint(weights_only=False),
+            self._dump = (key, trainer._checkpoint_connector.dump_checkpoint(weights_only=weights_only),
                           self._shared_states(trainer))  # fmt: skip
-        trainer.lightning_module.sync_members()
+        trainer.lightning_module.sync_members(self.live_positions())
         checkpoint = member_checkpoint(self._dump[1], run, len(self.runs), shared_callbacks=self._dump[2])
         trainer.strategy.save_checkpoint(checkpoint, filepath)
 
@@ -235,15 +266,16 @@ def member_checkpoint(fused: dict[str, Any], run: MemberRun, members: int, share
         {"param_groups": copy.deepcopy(opt["param_groups"]),
          "state": {index: {name: value[i].clone() if torch.is_tensor(value) and value.dim() >= 1 else value
                            for name, value in param_state.items()} for index, param_state in opt["state"].items()}}
-        for opt in fused["optimizer_states"]
+        for opt in fused.get("optimizer_states", [])
     ]  # fmt: skip
-    loops = copy.deepcopy(fused["loops"])
+    loops = copy.deepcopy(fused.get("loops", {}))
     loader_states = loops.get("fit_loop", {}).get("state_dict", {}).get("combined_loader")
     if loader_states:  # the fused training loader's state holds every member's loader state
         loops["fit_loop"]["state_dict"]["combined_loader"] = [state["members"][i] for state in loader_states]
     checkpoint = {**{key: value for key, value in fused.items()
                      if key not in ("state_dict", "optimizer_states", "loops", "callbacks")},  # fmt: skip
-                  "state_dict": state_dict, "optimizer_states": optimizer_states, "loops": loops,
+                  "state_dict": state_dict, **({"optimizer_states": optimizer_states} if "optimizer_states" in fused else {}),
+                  "loops": loops,
                   "callbacks": {**shared_callbacks, **_callback_states(run.callbacks)}}
     run.module.on_save_checkpoint(checkpoint)
     for callback in run.callbacks:

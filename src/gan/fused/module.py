@@ -134,15 +134,17 @@ class FusedGAN(GAN):
             stack_into(self.generator_ema.module, [m.generator_ema.module for m in self.members])
 
     @torch.no_grad()
-    def sync_members(self) -> None:
-        """Each member's weights, EMA and counters as they are in the fused model now."""
-        for member in self.members:
+    def sync_members(self, positions: Sequence[int] | None = None) -> None:
+        """Each member's weights, EMA and counters as they are in the fused model now (`positions`: these members
+        only; one that stopped or failed keeps the weights it had then)."""
+        positions = range(len(self.members)) if positions is None else positions
+        for i in positions:
+            member = self.members[i]
             member.to(self.device)
             member.batches_seen, member.steps = self.batches_seen, dict(self.steps)
-        member_slice(self.generator, [m.generator for m in self.members])
-        member_slice(self.discriminator, [m.discriminator for m in self.members])
-        if self.generator_ema is not None:
-            member_slice(self.generator_ema.module, [m.generator_ema.module for m in self.members])
-            for member in self.members:
+            member_slice(self.generator, member.generator, i)
+            member_slice(self.discriminator, member.discriminator, i)
+            if self.generator_ema is not None:
+                member_slice(self.generator_ema.module, member.generator_ema.module, i)
                 member.generator_ema.n_averaged.copy_(self.generator_ema.n_averaged)
                 member.generator_ema._started = self.generator_ema._started

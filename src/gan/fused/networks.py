@@ -121,17 +121,16 @@ def _install_forwards(fused: nn.Module, member: nn.Module, randomness: MemberRan
             _install_forwards(child, member_child, randomness, f"{where}.{name}")
 
 
-def member_slice(fused: nn.Module, members: Sequence[nn.Module]) -> None:
-    """Copy each member's share of the stacked weights into that member's own network (no autograd)."""
+def member_slice(fused: nn.Module, member: nn.Module, i: int) -> None:
+    """Copy member i's share of the stacked weights into that member's own network (no autograd)."""
     with torch.no_grad():
         stacked = fused.state_dict(keep_vars=True)
-        for i, member in enumerate(members):
-            for name, tensor in member.state_dict(keep_vars=True).items():
-                tensor.copy_(stacked[name][i])
+        for name, tensor in member.state_dict(keep_vars=True).items():
+            tensor.copy_(stacked[name][i])
 
 
 def stack_into(fused: nn.Module, members: Sequence[nn.Module]) -> None:
-    """The inverse of `member_slice`: the members' current weights into the stacked ones."""
+    """The members' current weights into the stacked ones (the inverse of `member_slice`, for all members)."""
     with torch.no_grad():
         stacked = fused.state_dict(keep_vars=True)
         for i, member in enumerate(members):

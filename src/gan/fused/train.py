@@ -1,15 +1,18 @@
 """Train a group of jobs that differ only in their seed as one fused model (hydra/launcher=fused calls this).
 
-Each member is built from its own config exactly as `gan.train.train` builds a run (seeded, then data, model,
-callbacks, loggers), so its initial weights and data order are those of that run alone. After training, each
-member is tested on its own, through a Trainer of its own config and the checkpoint its callbacks chose, and
-writes its `metrics.json`: the test is the one a run alone does.
+`FusedGroup(cfgs, ...)` builds every member from its own config exactly as `gan.train.train` builds a run
+(seeded, then data, model, callbacks), so its initial weights and data order are those of that run alone, and
+refuses what cannot be fused (NotFusable) before any file is written. `run()` fits the fused model, then tests
+each member on its own, through a Trainer of its own config and the checkpoint its callbacks chose (the test a
+run alone does), and records it (metrics.json, the run summary).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,13 +28,14 @@ GROUP_LEVEL = ("lightning.pytorch.callbacks.ProgressBar", "lightning.pytorch.cal
                "lightning.pytorch.callbacks.Timer", "gan.callbacks.PreemptionCheckpoint")  # fmt: skip
 
 
-def _is_group_level(callback) -> bool:
-    from hydra.utils import get_class
+def group_folder(sweep_dir: Path, job_numbers: list[int], overrides: list[list[str]]) -> Path:
+    """The group's own folder, named by its jobs and a digest of their overrides (auto_resume aside): the same
+    sweep run again finds it, and another set of seeds in the same sweep folder never resumes it."""
+    identity = json.dumps([sorted(o for o in job if not o.startswith("auto_resume=")) for job in overrides])
+    return sweep_dir / f"fused_{job_numbers[0]}-{job_numbers[-1]}_{hashlib.sha1(identity.encode()).hexdigest()[:8]}"
 
-    return isinstance(callback, tuple(get_class(path) for path in GROUP_LEVEL))
 
-
-def check_fusable(cfgs: list[DictConfig]) -> None:
+def check_fusable(cfgs: list[DictConfig], resuming: bool = False) -> None:
     """What the fused step cannot do, refused before anything is built (the launcher then runs the jobs alone)."""
     first = cfgs[0]
     if OmegaConf.select(first, "trainer.devices", default=1) not in (1, "1") or \
@@ -42,73 +46,96 @@ def check_fusable(cfgs: list[DictConfig]) -> None:
         raise NotFusable("model.compile=true is not supported for fused members (model.cuda_graph=true is)")
     if any("wandb" in str(node.get("_target_", "")).lower() for node in (first.get("logger") or {}).values()):
         raise NotFusable("the W&B logger keeps one run per process, so fused jobs cannot each have their own")
-    if not first.get("train", True):
-        raise NotFusable("train=false has nothing to fuse")
+    if not first.get("train", True) or first.get("ckpt_path"):
+        raise NotFusable("train=false or a ckpt_path: these jobs start from checkpoints of their own")
+    for cfg in cfgs if not resuming else []:  # a resumed group wrote its members' checkpoints itself
+        if (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").exists():
+            raise NotFusable(f"{cfg.paths.output_dir} already holds checkpoints of a run alone, which the run "
+                             "alone resumes (auto_resume=true) or refuses to overwrite")  # fmt: skip
 
 
-def train_fused(cfgs: list[DictConfig], job_numbers: list[int], group_dir: Path) -> list[dict[str, float] | GANError]:
-    """Fit the jobs' configs as one fused model, then test each; returns each job's metrics (or its error)."""
-    for cfg in cfgs:
-        validate_config(cfg)
-    check_fusable(cfgs)
-    last = group_dir / "checkpoints" / "last.ckpt"
-    if last.exists() and not cfgs[0].get("auto_resume"):
-        raise ConfigError(f"{group_dir} holds the checkpoint of an earlier fused run of these jobs; pass "
-                          "auto_resume=true to continue it, or choose a new hydra.sweep.dir")  # fmt: skip
-    resume = str(last) if last.exists() else None
-    from lightning import seed_everything
-    from lightning.pytorch.callbacks import Timer
+def _is_group_level(callback) -> bool:
+    from hydra.utils import get_class
 
-    from gan.callbacks.run_config import StoreRunConfig
-    from gan.fused.data import FusedDataModule
-    from gan.fused.members import MemberRun, MemberRuns
-    from gan.fused.module import FusedGAN
-    from gan.utils.console import one_line_per_record
-    from gan.utils.instantiate import build, instantiate_callbacks, instantiate_loggers
-
-    one_line_per_record()
-    built = []
-    for cfg in cfgs:
-        seed_everything(cfg.seed, workers=True)  # as gan.train: the seed, then data and model, in that order
-        built.append((build(cfg.data, "data"), build(cfg.model, "model")))
-    model = FusedGAN([module for _, module in built])  # refuses what cannot be fused, before any file is written
-    data = FusedDataModule([datamodule for datamodule, _ in built])
-    log.info("jobs %s train together, fused into one model", ", ".join(map(str, job_numbers)))
-    runs: list[MemberRun] = []
-    for position, (cfg, number, (datamodule, module)) in enumerate(zip(cfgs, job_numbers, built)):
-        run_config = OmegaConf.to_container(cfg, resolve=True)
-        callbacks = [*instantiate_callbacks(cfg.get("callbacks")), StoreRunConfig(run_config)]
-        runs.append(MemberRun(number, position, cfg, module, datamodule, callbacks, []))
-    group_callbacks = [c for c in runs[0].callbacks if _is_group_level(c)]
-    for run in runs:
-        run.callbacks = [c for c in run.callbacks if not _is_group_level(c)]
-    checkpoints = group_dir / "checkpoints"
-    group_callbacks = [_group_checkpoint(c, checkpoints) if _preemption(c) else c for c in group_callbacks]
-    group_callbacks.append(_group_last_checkpoint(cfgs[0], checkpoints))
-    member_runs = MemberRuns(runs)
-    for run in runs:
-        run.loggers = instantiate_loggers(run.cfg.get("logger"))
-        for logger in run.loggers:
-            logger.log_hyperparams(OmegaConf.to_container(run.cfg, resolve=True))
-    trainer = build(cfgs[0].trainer, "trainer", callbacks=[member_runs, *group_callbacks], logger=False)
-    if resume:
-        log.info("resuming the fused jobs %s from %s", ", ".join(map(str, job_numbers)), resume)
-    trainer.fit(model, datamodule=data, ckpt_path=resume)
-    model.sync_members()
-    timers = [c for c in group_callbacks if isinstance(c, Timer)]  # its state is in the members' checkpoints too
-    return [run.failure if run.failure is not None else _test_alone(run, timers) for run in runs]
+    return isinstance(callback, tuple(get_class(path) for path in GROUP_LEVEL))
 
 
-def _preemption(callback) -> bool:
-    from gan.callbacks import PreemptionCheckpoint
+class FusedGroup:
+    """The members of one fused run, built; `run()` trains and tests them."""
 
-    return isinstance(callback, PreemptionCheckpoint)
+    def __init__(self, cfgs: list[DictConfig], job_numbers: list[int], group_dir: Path) -> None:
+        from lightning import seed_everything
 
+        from gan.callbacks.run_config import StoreRunConfig
+        from gan.fused.data import FusedDataModule
+        from gan.fused.members import MemberRun, MemberRuns
+        from gan.fused.module import FusedGAN
+        from gan.utils.instantiate import build, instantiate_callbacks
 
-def _group_checkpoint(preemption, folder: Path):
-    """The preemption callback writes the group's state, which the fused run resumes from."""
-    preemption.path = folder / preemption.path.name
-    return preemption
+        self.cfgs, self.job_numbers, self.group_dir = cfgs, job_numbers, group_dir
+        self.last = group_dir / "checkpoints" / "last.ckpt"
+        if self.last.exists() and not cfgs[0].get("auto_resume"):
+            raise ConfigError(f"{group_dir} holds the checkpoint of an earlier fused run of these jobs; pass "
+                              "auto_resume=true to continue it, or choose a new hydra.sweep.dir")  # fmt: skip
+        for cfg in cfgs:
+            validate_config(cfg)
+        check_fusable(cfgs, resuming=self.last.exists())
+        built = []
+        for cfg in cfgs:
+            seed_everything(cfg.seed, workers=True)  # as gan.train: the seed, then data and model, in that order
+            built.append((build(cfg.data, "data"), build(cfg.model, "model")))
+        self.model = FusedGAN([module for _, module in built])  # refuses networks and objectives it cannot fuse
+        self.data = FusedDataModule([datamodule for datamodule, _ in built])
+        self.runs = []
+        for position, (cfg, number, (datamodule, module)) in enumerate(zip(cfgs, job_numbers, built)):
+            callbacks = [*instantiate_callbacks(cfg.get("callbacks")),
+                         StoreRunConfig(OmegaConf.to_container(cfg, resolve=True))]  # fmt: skip
+            self.runs.append(MemberRun(number, position, cfg, module, datamodule, callbacks, []))
+        self.group_callbacks = [c for c in self.runs[0].callbacks if _is_group_level(c)]
+        for run in self.runs:
+            run.callbacks = [c for c in run.callbacks if not _is_group_level(c)]
+        self.member_runs = MemberRuns(self.runs)  # refuses member callbacks with hooks a fused run cannot call
+
+    def run(self) -> list[dict[str, float] | GANError]:
+        """Fit all members as one model, then test and record each; each job's metrics, or its error."""
+        from hydra.utils import instantiate
+        from lightning.pytorch.callbacks import Timer
+
+        from gan.callbacks import PreemptionCheckpoint
+        from gan.utils.cluster import cluster_plugins
+        from gan.utils.console import one_line_per_record
+        from gan.utils.instantiate import build, instantiate_loggers
+        from gan.utils.run import print_config
+
+        started = time.time()
+        one_line_per_record()
+        if self.cfgs[0].get("extras", {}).get("print_config"):
+            print_config(self.cfgs[0])
+        log.info("jobs %s train together, fused into one model", ", ".join(map(str, self.job_numbers)))
+        checkpoints = self.group_dir / "checkpoints"
+        for callback in self.group_callbacks:
+            if isinstance(callback, PreemptionCheckpoint):
+                callback.path = checkpoints / callback.path.name  # a signal saves the group's state, the resume point
+        callbacks = [self.member_runs, *self.group_callbacks, _group_last_checkpoint(self.cfgs[0], checkpoints)]
+        for run in self.runs:
+            run.loggers = instantiate_loggers(run.cfg.get("logger"))
+            for logger in run.loggers:
+                logger.log_hyperparams(OmegaConf.to_container(run.cfg, resolve=True))
+        plugins = [*instantiate(self.cfgs[0].trainer.get("plugins") or []), *cluster_plugins()]
+        trainer = build(self.cfgs[0].trainer, "trainer", callbacks=callbacks, logger=False, plugins=plugins)
+        resume = str(self.last) if self.last.exists() else None
+        if resume:
+            log.info("resuming the fused jobs %s from %s", ", ".join(map(str, self.job_numbers)), resume)
+        trainer.fit(self.model, datamodule=self.data, ckpt_path=resume)
+        self.model.sync_members(self.member_runs.live_positions())
+        timers = [c for c in self.group_callbacks if isinstance(c, Timer)]  # its state is in the members' checkpoints
+        results = []
+        for run in self.runs:
+            try:
+                results.append(run.failure or _test_and_record(run, timers, trainer.current_epoch, started))
+            except GANError as error:  # this member's test failed; the others' results stand
+                results.append(error)
+        return results
 
 
 def _group_last_checkpoint(cfg: DictConfig, folder: Path):
@@ -116,28 +143,36 @@ def _group_last_checkpoint(cfg: DictConfig, folder: Path):
     from gan.callbacks import LastAndBestCheckpoint
 
     node = OmegaConf.select(cfg, "callbacks.model_checkpoint")
-    every = {key: node.get(key) for key in ("every_n_epochs", "every_n_train_steps")} if node is not None else {}
+    keys = ("every_n_epochs", "every_n_train_steps", "train_time_interval")
+    when = {key: node.get(key) for key in keys if node is not None and node.get(key) is not None}
+    if isinstance(when.get("train_time_interval"), str):  # as Lightning's callbacks config gives it
+        when["train_time_interval"] = OmegaConf.to_object(node)["train_time_interval"]
     return LastAndBestCheckpoint(dirpath=str(folder), monitor=None, save_top_k=0, save_last=True,
-                                 enable_version_counter=False, **{k: v for k, v in every.items() if v is not None})
+                                 enable_version_counter=False, **when)  # fmt: skip
 
 
-def _test_alone(run, shared_callbacks: list) -> dict[str, float]:
-    """Test the member as a run alone is tested (its best checkpoint, or its last weights), then write metrics.json."""
+def _test_and_record(run, shared_callbacks: list, epochs: int, started: float) -> dict[str, float]:
+    """Test the member as a run alone is tested (its best checkpoint, or its last weights), log the test metrics at
+    the step a run alone logs them, and record the run as `gan-train` does."""
+    from gan.train import record_run
     from gan.utils.checkpoints import architecture_errors_explained
     from gan.utils.instantiate import build
 
-    for name in ("log", "log_dict"):  # the member logs through Lightning again
-        run.module.__dict__.pop(name, None)
     metrics = {name: float(value) for name, value in run.metrics.items()}
-    cfg = run.cfg
-    if cfg.get("test", True):
-        best = next((c.best_model_path for c in run.trainer.checkpoint_callbacks if c.best_model_path), None)
-        trainer = build(cfg.trainer, "trainer", callbacks=[*run.callbacks, *shared_callbacks], logger=run.loggers or False,
+    if run.cfg.get("test", True):
+        checkpoint = run.trainer.checkpoint_callback
+        best = (checkpoint.best_model_path if checkpoint is not None else "") or None
+        for name in ("log", "log_dict"):  # the member logs through Lightning again, into the test trainer
+            run.module.__dict__.pop(name, None)
+        trainer = build(run.cfg.trainer, "trainer", callbacks=[*run.callbacks, *shared_callbacks], logger=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
         with architecture_errors_explained(best):
             trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best, weights_only=False, verbose=False)
-        metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
-    (run.folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    (run.folder / "FAILED").unlink(missing_ok=True)  # an earlier attempt's, now resumed to the end
-    log.info("%s: %s", run.name, ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("test/")))
+        tested = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        run.log_dict(tested)
+        run.flush_logs()
+        metrics.update(tested)
+    for logger in run.loggers:
+        logger.finalize("success")
+    record_run(run.folder, metrics, epochs, started)
     return metrics

@@ -24,13 +24,19 @@ def _key(override: str) -> str:
 
 
 def seed_groups(jobs: list[tuple[int, list[str]]], max_members: int) -> list[list[tuple[int, list[str]]]]:
-    """Jobs whose overrides agree on everything but `seed`, in job order, at most `max_members` a group."""
+    """Jobs whose overrides agree on everything but `seed`, in job order; a group larger than `max_members` is split
+    into near-equal groups (9 jobs at most 8 a group: 5 and 4, not 8 and a lone one)."""
     groups: dict[tuple, list] = {}
     for number, overrides in jobs:
         has_seed = any(_key(o) == "seed" for o in overrides)
         key = tuple(sorted(o for o in overrides if _key(o) != "seed")) if has_seed else ("alone", number)
         groups.setdefault(key, []).append((number, overrides))
-    return [group[i : i + max_members] for group in groups.values() for i in range(0, len(group), max_members)]
+    split = []
+    for group in groups.values():
+        parts = -(-len(group) // max_members)
+        size = -(-len(group) // parts)
+        split += [group[i : i + size] for i in range(0, len(group), size)]
+    return split
 
 
 class FusedLauncher(BasicLauncher):
@@ -41,7 +47,7 @@ class FusedLauncher(BasicLauncher):
 
     def __init__(self, max_members: int = 64) -> None:
         super().__init__()
-        if not (isinstance(max_members, int) and max_members >= 1):  # before any job exists: one line, exit 1
+        if not (type(max_members) is int and max_members >= 1):  # before any job exists: one line, exit 1
             print(f"error: hydra.launcher.max_members={max_members!r} is invalid: must be an integer >= 1 "
                   "(e.g. hydra.launcher.max_members=8)", file=sys.stderr)  # fmt: skip
             sys.exit(1)
@@ -66,9 +72,11 @@ class FusedLauncher(BasicLauncher):
                 returns[number] = super().launch([overrides], number)[0]
         return [returns[number] for number, _ in jobs]
 
-    # --- one fused group ---------------------------------------------------------------------------------------
-    def _member_config(self, number: int, overrides: list[str]) -> tuple[DictConfig, DictConfig]:
-        """The job's config as Hydra's run_job prepares it: its folder, .hydra/ files, and `hydra:` resolved."""
+    # --- one fused group: Hydra 1.3's run_job, for several jobs at once -----------------------------------------
+    def _job_config(self, number: int, overrides: list[str]) -> tuple[DictConfig, DictConfig, DictConfig]:
+        """The job's config, its task config (as saved in .hydra/) and the task config resolved (its folder and
+        `hydra:` interpolations, while this job's Hydra config is current), as run_job prepares them; nothing is
+        written yet."""
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(config):
             config.hydra.job.id = config.hydra.job.num = number
@@ -79,6 +87,14 @@ class FusedLauncher(BasicLauncher):
         task = copy.deepcopy(config)
         with read_write(task), open_dict(task):
             del task["hydra"]
+        resolved = copy.deepcopy(task)
+        OmegaConf.resolve(resolved)  # ${hydra:runtime.output_dir} and the like
+        return config, task, resolved
+
+    def _start_job(self, config: DictConfig, task: DictConfig) -> None:
+        """The job's folder and .hydra/ files, as run_job writes them, and the callbacks' on_job_start."""
+        HydraConfig.instance().set_config(config)
+        folder = Path(config.hydra.runtime.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         if config.hydra.output_subdir is not None:
             saved = folder / str(config.hydra.output_subdir)
@@ -86,36 +102,47 @@ class FusedLauncher(BasicLauncher):
             OmegaConf.save(task, saved / "config.yaml")
             OmegaConf.save(HydraConfig.instance().cfg, saved / "hydra.yaml")
             OmegaConf.save(config.hydra.overrides.task, saved / "overrides.yaml")
-        OmegaConf.resolve(task)  # ${hydra:runtime.output_dir} and the like, while this job's Hydra config is current
         self.hydra_context.callbacks.on_job_start(config=config, task_function=self.task_function)
-        return config, task
 
     def _launch_fused(self, group: list[tuple[int, list[str]]]) -> dict[int, JobReturn]:
         from gan.errors import GANError
         from gan.fused import NotFusable
-        from gan.fused.train import train_fused
+        from gan.fused.train import FusedGroup, group_folder
         from gan.utils.run import user_errors_reported
 
         setup_globals()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         numbers = [number for number, _ in group]
-        for number, overrides in group:
-            log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
-        configs = [self._member_config(number, overrides) for number, overrides in group]
-        configure_log(configs[0][0].hydra.job_logging, configs[0][0].hydra.verbose)
-        extra_logs = _log_to_every_folder([config for config, _ in configs])
-        try:
-            with env_override(configs[0][0].hydra.job.env_set):
-                results = train_fused([task for _, task in configs], numbers, sweep_dir / f"fused_{numbers[0]}-{numbers[-1]}")
+        configs = [self._job_config(number, overrides) for number, overrides in group]
+        if any(config.hydra.job.chdir for config, _, _ in configs):
+            raise NotFusable("hydra.job.chdir=true gives each job its own working directory, which one process cannot")
+        folder = group_folder(sweep_dir, numbers, [overrides for _, overrides in group])
+        try:  # NotFusable (raised on to launch) comes here, before any file is written
+            fused = FusedGroup([resolved for _, _, resolved in configs], numbers, folder)
         except NotFusable:
             raise
+        except GANError as error:
+            fused, results = None, [error] * len(group)  # a config error of the jobs: each reports it
+        for number, overrides in group:
+            log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
+        for config, task, _ in configs:
+            self._start_job(config, task)
+        configure_log(configs[0][0].hydra.job_logging, configs[0][0].hydra.verbose)
+        extra_logs = _log_to_every_folder([config for config, _, _ in configs])
+        try:
+            if fused is not None:
+                with env_override(configs[0][0].hydra.job.env_set):  # the jobs differ in their seed only
+                    results = fused.run()
         except GANError as error:  # the group's failure is every member's
             results = [error] * len(group)
-        except Exception as error:  # a bug: each job reports it as Hydra's launcher would
+        except Exception as error:  # a bug: each job reports it as Hydra's run_job would
             results = [error] * len(group)
+        finally:
+            for handler in extra_logs:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
         returns = {}
-        for (number, overrides), (config, task), result in zip(group, configs, results):
+        for (number, overrides), (config, task, resolved), result in zip(group, configs, results):
             HydraConfig.instance().set_config(config)
             job = JobReturn(overrides=overrides, cfg=task, hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
                             working_dir=os.getcwd(), task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED)  # fmt: skip
@@ -126,12 +153,9 @@ class FusedLauncher(BasicLauncher):
             elif isinstance(result, Exception):
                 job.status, job.return_value = JobStatus.FAILED, result
             else:
-                job.return_value = result.get(task.get("optimized_metric"))
+                job.return_value = result.get(resolved.get("optimized_metric"))
             self.hydra_context.callbacks.on_job_end(config=config, job_return=job)
             returns[number] = job
-        for handler in extra_logs:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
 
@@ -147,6 +171,7 @@ def _log_to_every_folder(configs: list[DictConfig]) -> list[logging.Handler]:
         handler = logging.FileHandler(Path(config.hydra.runtime.output_dir) / Path(first.baseFilename).name)
         handler.setFormatter(first.formatter)
         handler.setLevel(first.level)
+        handler.filters = list(first.filters)  # the project's (one line per record, no tips)
         root.addHandler(handler)
         handlers.append(handler)
     return handlers
