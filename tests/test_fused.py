@@ -41,11 +41,11 @@ def _checkpoint(folder: Path) -> dict:
     ("model.update_scheme=alternating", "model.ema_decay=0.9", "model.discriminator.max_col_norm=0.5"),
 ], ids=["simultaneous", "alternating-ema-maxnorm"])  # fmt: skip
 def test_each_member_equals_a_separate_run_of_its_seed_after_20_batches(mnist_2000, tmp_path, overrides):
-    from gan.fused.train import train_fused
+    from gan.fused.train import FusedGroup
     from gan.train import train
 
     seeds = (1, 2)
-    train_fused([_config(mnist_2000, s, tmp_path / f"fused{s}", *overrides) for s in seeds], [0, 1], tmp_path / "group")
+    FusedGroup([_config(mnist_2000, s, tmp_path / f"fused{s}", *overrides) for s in seeds], [0, 1], tmp_path / "group").run()
     for seed in seeds:
         train(_config(mnist_2000, seed, tmp_path / f"alone{seed}", *overrides))
         fused, alone = _checkpoint(tmp_path / f"fused{seed}"), _checkpoint(tmp_path / f"alone{seed}")
@@ -139,6 +139,16 @@ def test_a_bad_group_size_is_refused_in_one_line(tmp_path):
     assert result.returncode == 1 and not (tmp_path / "sweep" / "0").exists()
     assert result.stderr.strip() == ("error: hydra.launcher.max_members=0 is invalid: must be an integer >= 1 "
                                      "(e.g. hydra.launcher.max_members=8)")  # fmt: skip
+
+
+def test_the_group_folder_is_found_again_by_the_same_seeds_only(tmp_path):
+    from gan.fused.train import group_folder
+
+    first = group_folder(tmp_path, [0, 1], [["seed=1", "model.k=2"], ["seed=2", "model.k=2"]])
+    again = group_folder(tmp_path, [0, 1], [["seed=1", "model.k=2", "auto_resume=true", "trainer.max_epochs=9"],
+                                            ["seed=2", "model.k=2", "auto_resume=true", "trainer.max_epochs=9"]])  # fmt: skip
+    other_seeds = group_folder(tmp_path, [0, 1], [["seed=3", "model.k=2"], ["seed=4", "model.k=2"]])
+    assert first == again != other_seeds and first.name.startswith("fused_0-1_")
 
 
 def test_jobs_are_grouped_by_everything_but_the_seed():

@@ -29,10 +29,11 @@ GROUP_LEVEL = ("lightning.pytorch.callbacks.ProgressBar", "lightning.pytorch.cal
 
 
 def group_folder(sweep_dir: Path, job_numbers: list[int], overrides: list[list[str]]) -> Path:
-    """The group's own folder, named by its jobs and a digest of their overrides (auto_resume aside): the same
-    sweep run again finds it, and another set of seeds in the same sweep folder never resumes it."""
-    identity = json.dumps([sorted(o for o in job if not o.startswith("auto_resume=")) for job in overrides])
-    return sweep_dir / f"fused_{job_numbers[0]}-{job_numbers[-1]}_{hashlib.sha1(identity.encode()).hexdigest()[:8]}"
+    """The group's own folder, named by its jobs and a digest of their seeds: the same sweep run again (with
+    auto_resume=true, or a larger trainer.max_epochs) finds it, and other seeds in the same sweep folder never
+    resume it."""
+    seeds = [next((o.split("=", 1)[1] for o in job if o.split("=", 1)[0].lstrip("+~") == "seed"), "") for job in overrides]
+    return sweep_dir / f"fused_{job_numbers[0]}-{job_numbers[-1]}_{hashlib.sha1(json.dumps(seeds).encode()).hexdigest()[:8]}"
 
 
 def check_fusable(cfgs: list[DictConfig], resuming: bool = False) -> None:
