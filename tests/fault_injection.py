@@ -81,3 +81,15 @@ class PaceAndReport(Callback):
             with open(tmp, "w") as f:
                 f.write(f"{pl_module.batches_seen}\n")
             os.replace(tmp, self.path)
+
+
+class StopAtBatch(Callback):
+    """Ask training to stop after training batch `batch` (1-based count), as early stopping does; only in the run
+    of seed `seed` when given."""
+
+    def __init__(self, batch: int, seed: int | None = None) -> None:
+        self.batch, self.seed = batch, seed
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.batches_seen == self.batch and self.seed in (None, pl_module.seed):
+            trainer.should_stop = True

@@ -121,6 +121,20 @@ def test_sigkill_of_a_fused_run_then_auto_resume_gives_bit_identical_members(mni
             assert torch.equal(got[name], value), (job, name)
 
 
+def test_a_member_that_stops_keeps_its_weights_while_the_others_train_on(mnist_2000, tmp_path):
+    result = run_cli("gan-train", "-m", "experiment=mnist_paper", "debug=fast", "seed=1,2", "hydra/launcher=fused",
+                     "trainer.limit_train_batches=6", "callbacks.model_checkpoint.monitor=null", "test=false",
+                     "+callbacks.stop._target_=tests.fault_injection.StopAtBatch", "+callbacks.stop.batch=2",
+                     "+callbacks.stop.seed=1", "+callbacks.final._target_=tests.fault_injection.SaveFinalWeights",
+                     "+callbacks.final.path=${paths.output_dir}/final.pt", f"hydra.sweep.dir={tmp_path}",
+                     *tiny_data_overrides(mnist_2000), env=ENV)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "job 0 (seed=1) stopped at epoch 1" in result.stdout + result.stderr
+    assert not (tmp_path / "0" / "final.pt").exists()  # its callbacks ran no more: no on_train_end
+    assert torch.load(tmp_path / "1" / "final.pt") and (tmp_path / "0" / "metrics.json").exists()
+    assert not (tmp_path / "0" / "checkpoints" / "last.ckpt").exists()  # no save point before batch 2 of epoch 1
+
+
 def test_jobs_that_cannot_be_fused_run_one_after_another_saying_why(mnist_2000, tmp_path):
     result = run_cli("gan-train", "-m", "experiment=mnist_paper", "debug=fast", "seed=1,2", "hydra/launcher=fused",
                      "model.objective.r1_gamma=1", "trainer.limit_train_batches=2", "test=false",

@@ -115,9 +115,10 @@ class MemberTrainer:
 
     @should_stop.setter
     def should_stop(self, value: bool) -> None:
-        """A member's callback stopping training (early stopping) stops this member: its weights and checkpoints
-        stay where they are; the group goes on while any member trains."""
+        """A member's callback stopping training (early stopping) stops this member: its weights stay as they are
+        now, its checkpoints as of its last save point; the group goes on while any member trains."""
         if value and not self._run.stopped:
+            self._fused.lightning_module.sync_members([self._run.position])  # its weights as they are now
             self._run.stopped = True
             log.info("%s stopped at epoch %d (a callback of its own asked)", self._run.name, self.current_epoch + 1)
 
