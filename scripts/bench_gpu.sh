@@ -28,16 +28,12 @@ mkdir -p "$out"
 log=$out/bench_gpu.log
 summary=$out/summary.jsonl
 
-step() {  # step NAME SECONDS COMMAND...: runs COMMAND under a time limit, logs it, keeps its JSON line
-    local name=$1 limit=$2 start=$SECONDS
-    shift 2
-    echo "=== $name: $*" | tee -a "$log"
-    PYTHONUNBUFFERED=1 timeout "$limit" "$@" >"$out/$name.out" 2>&1
-    local rc=$?
-    cat "$out/$name.out" >>"$log"
+source "$(dirname "$0")/timed_step.sh"
+step() {  # step NAME SECONDS COMMAND...: timed_step, then the command's ratio lines and its JSON line
+    local name=$1
+    timed_step "$@"
     grep -E '^(framework / bare|epoch \(training|\{)' "$out/$name.out" | tail -n 3
     grep -E '^\{' "$out/$name.out" | tail -n 1 | sed "s/^{/{\"step\": \"$name\", /" >>"$summary"
-    echo "=== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$log"
 }
 
 [ "$device" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"

@@ -26,28 +26,20 @@ fi
 mkdir -p "$out"
 log=$out/fused_gpu.log
 
-step() {  # step NAME SECONDS COMMAND...: COMMAND under a time limit, its output kept
-    local name=$1 limit=$2 start=$SECONDS
-    shift 2
-    echo "=== $name: $*" | tee -a "$log"
-    PYTHONUNBUFFERED=1 timeout "$limit" "$@" >"$out/$name.out" 2>&1
-    local rc=$?
-    cat "$out/$name.out" >>"$log"
-    echo "=== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$log"
-}
+source "$(dirname "$0")/timed_step.sh"
 
 [ "$device" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
 graph=(); [ "$device" = cuda ] && graph=(--cuda-graph)
-step bench_fused "${limits[0]}" $py scripts/bench_fused.py --device "$device" "${graph[@]}" --members "${members[@]}" \
+timed_step bench_fused "${limits[0]}" $py scripts/bench_fused.py --device "$device" "${graph[@]}" --members "${members[@]}" \
     --steps "$steps" --repeats "$repeats" --data-root "$data"
 grep -E '^(N=|\{)' "$out/bench_fused.out" | tee -a "$log"
 grep -E '^\{' "$out/bench_fused.out" | tail -n 1 >"$out/bench_fused.json"
 
-step time_to_225 "${limits[1]}" $py scripts/time_to_parzen.py --target 225 --stages "${stages[@]}" --every "$every" \
+timed_step time_to_225 "${limits[1]}" $py scripts/time_to_parzen.py --target 225 --stages "${stages[@]}" --every "$every" \
     --score-from "$score_from" --out "$out/time_to_225" --data-root "$data" -- "${run[@]}"
 tail -n 20 "$out/time_to_225.out" | tee -a "$log"
 
-step table1_fused "${limits[2]}" $py scripts/reproduce_table1.py --fused --datasets mnist --seeds "${seeds[@]}" \
+timed_step table1_fused "${limits[2]}" $py scripts/reproduce_table1.py --fused --datasets mnist --seeds "${seeds[@]}" \
     --epochs "$epochs" --ema-decay 0.99995 --data-root "$data" --out "$out/table1" -- "${run[@]}" \
     callbacks.parzen.val_samples=2000
 cat "$out/table1/table1.md" 2>/dev/null | tee -a "$log"
