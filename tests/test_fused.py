@@ -132,7 +132,8 @@ def test_a_member_that_stops_keeps_its_weights_while_the_others_train_on(mnist_2
     assert "job 0 (seed=1) stopped at epoch 1" in result.stdout + result.stderr
     assert not (tmp_path / "0" / "final.pt").exists()  # its callbacks ran no more: no on_train_end
     assert torch.load(tmp_path / "1" / "final.pt") and (tmp_path / "0" / "metrics.json").exists()
-    assert not (tmp_path / "0" / "checkpoints" / "last.ckpt").exists()  # no save point before batch 2 of epoch 1
+    stopped = torch.load(tmp_path / "0" / "checkpoints" / "last.ckpt", weights_only=False)  # its state at the stop
+    assert stopped["gan_counters"]["batches_seen"] == 2 and _checkpoint(tmp_path / "1")["gan_counters"]["batches_seen"] == 6
 
 
 def test_jobs_that_cannot_be_fused_run_one_after_another_saying_why(mnist_2000, tmp_path):

@@ -116,9 +116,12 @@ class MemberTrainer:
     @should_stop.setter
     def should_stop(self, value: bool) -> None:
         """A member's callback stopping training (early stopping) stops this member: its weights stay as they are
-        now, its checkpoints as of its last save point; the group goes on while any member trains."""
+        now, written to its last.ckpt; the group goes on while any member trains."""
         if value and not self._run.stopped:
             self._fused.lightning_module.sync_members([self._run.position])  # its weights as they are now
+            checkpoint = self.checkpoint_callback
+            if checkpoint is not None and checkpoint.dirpath and getattr(checkpoint, "save_last", False):
+                self._save(self._run, Path(checkpoint.dirpath) / "last.ckpt")  # as a run alone ends: its last state
             self._run.stopped = True
             log.info("%s stopped at epoch %d (a callback of its own asked)", self._run.name, self.current_epoch + 1)
 
@@ -181,7 +184,7 @@ class MemberRuns(Callback):
         self._each("on_train_batch_start", pl_module, batch, batch_idx, slice_batch=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        for run in self.runs:
+        for run in self.active:
             run.module.batches_seen, run.module.steps = pl_module.batches_seen, dict(pl_module.steps)
         if (stats := getattr(pl_module, "logged_stats", None)) is not None:
             pl_module.logged_stats = None
@@ -211,14 +214,18 @@ class MemberRuns(Callback):
 
     # --- state: each member's callbacks, inside the fused checkpoint -----------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {str(run.index): _callback_states(run.callbacks) for run in self.runs}
+        return {str(run.index): {"callbacks": _callback_states(run.callbacks), "stopped": run.stopped,
+                                 "failure": None if run.failure is None else str(run.failure)} for run in self.runs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for run in self.runs:
             saved = state.get(str(run.index), {})
             for callback in run.callbacks:
-                if callback.state_key in saved:
-                    callback.load_state_dict(saved[callback.state_key])
+                if callback.state_key in saved.get("callbacks", {}):
+                    callback.load_state_dict(saved["callbacks"][callback.state_key])
+            run.stopped = saved.get("stopped", False)  # a member that stopped or failed before stays so
+            if saved.get("failure"):
+                run.failure = GANError(saved["failure"])
 
     # --- a member's checkpoint: its share of a fused one --------------------------------------------------------
     def _save_member(self, run: MemberRun, filepath, weights_only: bool = False) -> None:

@@ -163,6 +163,9 @@ def _test_and_record(run, shared_callbacks: list, epochs: int, started: float) -
     if run.cfg.get("test", True):
         checkpoint = run.trainer.checkpoint_callback
         best = (checkpoint.best_model_path if checkpoint is not None else "") or None
+        last = Path(checkpoint.dirpath) / "last.ckpt" if checkpoint is not None and checkpoint.dirpath else None
+        if best is None and run.stopped and last is not None and last.exists():
+            best = str(last)  # its state when it stopped (its module follows the fused model no more after a resume)
         for name in ("log", "log_dict"):  # the member logs through Lightning again, into the test trainer
             run.module.__dict__.pop(name, None)
         trainer = build(run.cfg.trainer, "trainer", callbacks=[*run.callbacks, *shared_callbacks], logger=False,
