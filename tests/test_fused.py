@@ -29,7 +29,7 @@ def mnist_2000(tmp_path_factory) -> Path:
 def _config(data: Path, seed: int, folder: Path, *overrides: str):
     return compose_train(["experiment=mnist_paper", "debug=fast", f"seed={seed}", f"paths.output_dir={folder}",
                           "trainer.limit_train_batches=20", "trainer.limit_val_batches=0", "test=false",
-                          *tiny_data_overrides(data), *overrides])  # fmt: skip
+                          "~callbacks.figures", "~callbacks.sample_grid", *tiny_data_overrides(data), *overrides])  # fmt: skip
 
 
 def _checkpoint(folder: Path) -> dict:
@@ -95,6 +95,7 @@ def test_a_fused_sweep_gives_every_job_its_own_folder_that_gan_eval_scores(mnist
 
 def test_sigkill_of_a_fused_run_then_auto_resume_gives_bit_identical_members(mnist_2000, tmp_path):
     common = ["experiment=mnist_paper", "debug=fast", "seed=1,2", "hydra/launcher=fused", "trainer.max_epochs=2",
+              "test=false", "~callbacks.figures", "~callbacks.sample_grid",
               "trainer.limit_train_batches=6", "callbacks.model_checkpoint.monitor=null",
               "callbacks.model_checkpoint.every_n_epochs=null",
               "callbacks.model_checkpoint.every_n_train_steps=8",  # global_step counts D and G steps: every 4 batches
@@ -109,11 +110,9 @@ def test_sigkill_of_a_fused_run_then_auto_resume_gives_bit_identical_members(mni
     (group,) = killed_dir.glob("fused_0-1_*")
     at_kill = torch.load(group / "checkpoints" / "last.ckpt", weights_only=False)
     assert at_kill["gan_counters"]["batches_seen"] == 8 and at_kill["epoch"] == 1  # mid-epoch 2, 2 batches lost
-    refused = run_cli("gan-train", "-m", *common, f"hydra.sweep.dir={killed_dir}", env=ENV)  # no auto_resume
-    assert "holds the checkpoint of an earlier fused run of these jobs; pass auto_resume=true" in refused.stderr
     again = run_cli("gan-train", "-m", *common, "auto_resume=true", f"hydra.sweep.dir={killed_dir}", env=ENV)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "2 job(s), 0 failed" in again.stdout + again.stderr  # the refused attempt's FAILED files are gone
+    assert "2 job(s), 0 failed" in again.stdout + again.stderr
     for job in ("0", "1"):
         expected = torch.load(tmp_path / "uninterrupted" / job / "final.pt")
         got = torch.load(killed_dir / job / "final.pt")
@@ -124,6 +123,7 @@ def test_sigkill_of_a_fused_run_then_auto_resume_gives_bit_identical_members(mni
 def test_a_member_that_stops_keeps_its_weights_while_the_others_train_on(mnist_2000, tmp_path):
     result = run_cli("gan-train", "-m", "experiment=mnist_paper", "debug=fast", "seed=1,2", "hydra/launcher=fused",
                      "trainer.limit_train_batches=6", "callbacks.model_checkpoint.monitor=null", "test=false",
+                     "~callbacks.figures", "~callbacks.sample_grid", "~callbacks.parzen",
                      "+callbacks.stop._target_=tests.fault_injection.StopAtBatch", "+callbacks.stop.batch=2",
                      "+callbacks.stop.seed=1", "+callbacks.final._target_=tests.fault_injection.SaveFinalWeights",
                      "+callbacks.final.path=${paths.output_dir}/final.pt", f"hydra.sweep.dir={tmp_path}",
@@ -138,7 +138,7 @@ def test_a_member_that_stops_keeps_its_weights_while_the_others_train_on(mnist_2
 
 def test_jobs_that_cannot_be_fused_run_one_after_another_saying_why(mnist_2000, tmp_path):
     result = run_cli("gan-train", "-m", "experiment=mnist_paper", "debug=fast", "seed=1,2", "hydra/launcher=fused",
-                     "model.objective.r1_gamma=1", "trainer.limit_train_batches=2", "test=false",
+                     "model.objective.r1_gamma=1", "trainer.limit_train_batches=2", "test=false", "callbacks=none",
                      f"hydra.sweep.dir={tmp_path}", *tiny_data_overrides(mnist_2000), env=ENV)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
@@ -154,6 +154,18 @@ def test_a_bad_group_size_is_refused_in_one_line(tmp_path):
     assert result.returncode == 1 and not (tmp_path / "sweep" / "0").exists()
     assert result.stderr.strip() == ("error: hydra.launcher.max_members=0 is invalid: must be an integer >= 1 "
                                      "(e.g. hydra.launcher.max_members=8)")  # fmt: skip
+
+
+def test_a_group_checkpoint_is_continued_only_with_auto_resume(mnist_2000, tmp_path):
+    from gan.errors import ConfigError
+    from gan.fused.train import FusedGroup
+
+    (tmp_path / "group" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "group" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    configs = [_config(mnist_2000, s, tmp_path / f"job{s}") for s in (1, 2)]
+    with pytest.raises(ConfigError, match="holds the checkpoint of an earlier fused run of these jobs; pass auto_resume"):
+        FusedGroup(configs, [0, 1], tmp_path / "group")
+    assert not (tmp_path / "job1").exists()  # refused before anything is written
 
 
 def test_the_group_folder_is_found_again_by_the_same_seeds_only(tmp_path):
