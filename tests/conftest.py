@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_image_folder, write_tiny_mnist
+from tests.helpers import run_cli, tiny_data_overrides, write_image_folder, write_tiny_mnist
 
 # Keep tests offline and quiet whatever the machine's settings.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -18,6 +18,17 @@ os.environ.setdefault("WANDB_SILENT", "true")
 @pytest.fixture(scope="session")
 def tiny_mnist_root(tmp_path_factory) -> Path:
     return write_tiny_mnist(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def fast_run(tiny_mnist_root, tmp_path_factory) -> Path:
+    """The folder of one `gan-train debug=fast test=false` on tiny_mnist_root, for the tests that only read it
+    (its checkpoint, figures, metrics.json): one training for all of them."""
+    run_dir = tmp_path_factory.mktemp("fast_run") / "run"
+    result = run_cli("gan-train", "debug=fast", "test=false", f"hydra.run.dir={run_dir}",
+                     *tiny_data_overrides(tiny_mnist_root))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
 
 
 @pytest.fixture(scope="session")

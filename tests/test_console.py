@@ -99,6 +99,8 @@ def test_no_lock_file_is_left_and_gan_eval_leaves_no_folder(thirty_batches):
     assert "Tip" not in result.stdout + result.stderr
 
 
+# The same command, with every check below, runs by default: test_bad_input.py::test_missing_data_offline_...
+@pytest.mark.slow
 def test_a_run_that_fails_before_training_leaves_only_its_failed_file(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli("gan-train", f"data.root={tmp_path / 'empty'}", "data.download=false", f"hydra.run.dir={run_dir}",

@@ -97,6 +97,8 @@ def _train(run_dir: Path, path: Path, *extra: str):
     return run_cli("gan-train", *args, env=ENV, cwd=run_dir.parent)
 
 
+# The fast set covers both halves: the loader's mid-epoch state above, SIGKILL + auto_resume in tests/test_resume.py.
+@pytest.mark.slow
 def test_sigkill_mid_epoch_with_workers_then_auto_resume_gives_bit_identical_weights(image_folder, tmp_path):
     from tests.test_resume import _assert_same_weights
 

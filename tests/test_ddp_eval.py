@@ -1,5 +1,8 @@
 """Evaluation independent of the process count: gan-eval of one checkpoint on 1, 2 and 3 gloo processes
-gives the same test numbers and the same validation estimate (the samples do not depend on the count)."""
+gives the same test numbers and the same validation estimate (the samples do not depend on the count).
+
+The default suite compares 3 processes with 1 (the uneven case: the third rank gets no sample batch); the
+2-process run is in the slow set (pytest -m slow)."""
 
 from __future__ import annotations
 
@@ -67,11 +70,18 @@ def checkpoint(tiny_mnist_root, tmp_path_factory) -> Path:
     return Path(saving.best_model_path)
 
 
+# The process counts compared with one process.
+OTHER_COUNTS = [pytest.param(2, marks=pytest.mark.slow), 3]
+
+
 @pytest.fixture(scope="module")
-def evaluations(checkpoint, tiny_mnist_root) -> dict[int, dict]:
-    """gan-eval's JSON line on 1, 2 and 3 processes."""
-    results = {}
-    for devices in (1, 2, 3):
+def evaluate(checkpoint, tiny_mnist_root):
+    """gan-eval's JSON line on a number of processes, each count run once in this module."""
+    results: dict[int, dict] = {}
+
+    def evaluation(devices: int) -> dict:
+        if devices in results:
+            return results[devices]
         trainer = ["trainer=ddp_cpu", f"trainer.devices={devices}"] if devices > 1 else ["trainer.accelerator=cpu"]
         run = run_cli("gan-eval", f"ckpt_path={checkpoint}", f"data.root={tiny_mnist_root}", *trainer, *PARZEN, *QUALITY,
                       f"paths.cache_dir={checkpoint.parent / 'cache'}", f"hydra.run.dir={checkpoint.parent / f'eval{devices}'}",
@@ -80,30 +90,35 @@ def evaluations(checkpoint, tiny_mnist_root) -> dict[int, dict]:
         assert run.returncode == 0, run.stderr[-3000:]
         assert devices == 1 or f"MEMBER: {devices}/{devices}" in run.stdout + run.stderr
         results[devices] = json.loads([line for line in run.stdout.splitlines() if line.startswith("{")][-1])
-    return results
+        return results[devices]
+
+    return evaluation
 
 
-def test_gan_eval_gives_the_same_test_numbers_on_1_2_and_3_processes(evaluations, checkpoint, tiny_mnist_root):
+def test_gan_eval_on_one_process_samples_with_the_checkpoints_seed_and_protocol(evaluate, checkpoint, tiny_mnist_root):
     from gan.metrics.checkpoint_parzen import CheckpointParzen
 
-    single = evaluations[1]
+    single = evaluate(1)
     assert single["parzen"]["num_centres"] == 200 and single["quality"]["n_samples"] == 200
-    for devices in (2, 3):
-        many = evaluations[devices]
-        assert many["parzen"]["ll"] == pytest.approx(single["parzen"]["ll"], abs=1e-4)  # float64, before logging
-        assert many["test/parzen_ll"] == pytest.approx(single["test/parzen_ll"], abs=1e-4)
-        assert many["test/parzen_sigma"] == single["test/parzen_sigma"]
-        assert many["test/parzen_se"] == pytest.approx(single["test/parzen_se"], abs=1e-4)
-        for key in ("fid", "kid", "precision", "recall", "inception_score", "classes_covered"):
-            assert many[f"test/{key}"] == pytest.approx(single[f"test/{key}"], rel=1e-4, abs=1e-6), key
     # The checkpoint's own seed (5, not gan-eval's 1234) and protocol: its run's test stage, in one process.
     assert single["parzen"]["ll"] == pytest.approx(CheckpointParzen(checkpoint, str(tiny_mnist_root)).test().ll, abs=1e-9)
 
 
-def test_validation_estimate_of_a_checkpoint_is_the_same_on_1_2_and_3_processes(evaluations, checkpoint):
+@pytest.mark.parametrize("devices", OTHER_COUNTS)
+def test_gan_eval_gives_the_same_test_numbers_on_more_processes(devices, evaluate):
+    single, many = evaluate(1), evaluate(devices)
+    assert many["parzen"]["ll"] == pytest.approx(single["parzen"]["ll"], abs=1e-4)  # float64, before logging
+    assert many["test/parzen_ll"] == pytest.approx(single["test/parzen_ll"], abs=1e-4)
+    assert many["test/parzen_sigma"] == single["test/parzen_sigma"]
+    assert many["test/parzen_se"] == pytest.approx(single["test/parzen_se"], abs=1e-4)
+    for key in ("fid", "kid", "precision", "recall", "inception_score", "classes_covered"):
+        assert many[f"test/{key}"] == pytest.approx(single[f"test/{key}"], rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.parametrize("devices", [1, *OTHER_COUNTS])
+def test_validation_estimate_of_a_checkpoint_is_the_same_on_any_number_of_processes(devices, evaluate, checkpoint):
     """A run resumed on another number of processes compares its val/parzen_ll with numbers computed alike."""
     stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
     logged = next(float(s["current_score"]) for s in stored["callbacks"].values() if s.get("monitor") == "val/parzen_ll")
-    for devices in (1, 2, 3):
-        assert evaluations[devices]["val/parzen_ll"] == pytest.approx(logged, abs=1e-4), devices
-        assert evaluations[devices]["val/parzen_sigma"] == evaluations[1]["val/parzen_sigma"]
+    assert evaluate(devices)["val/parzen_ll"] == pytest.approx(logged, abs=1e-4), devices
+    assert evaluate(devices)["val/parzen_sigma"] == evaluate(1)["val/parzen_sigma"]

@@ -10,7 +10,6 @@ import torch
 
 from gan.figures import interpolation_grid, nearest_neighbour_grid, training_curves
 from gan.figures.samples import nearest_training_images
-from tests.helpers import run_cli, tiny_data_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,10 +68,8 @@ def test_training_curves_from_a_csv(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_make_figures_script_on_a_checkpoint(tiny_mnist_root, tmp_path):
-    run_dir = tmp_path / "run"
-    assert run_cli("gan-train", "debug=fast", "test=false", f"hydra.run.dir={run_dir}",
-                   *tiny_data_overrides(tiny_mnist_root)).returncode == 0  # fmt: skip
+def test_make_figures_script_on_a_checkpoint(fast_run, tiny_mnist_root, tmp_path):
+    run_dir = fast_run
     out = tmp_path / "figs"
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "make_figures.py"), "--ckpt",
                              str(run_dir / "checkpoints" / "last.ckpt"), "--out", str(out), "--data-root", str(tiny_mnist_root)],

@@ -122,6 +122,8 @@ def _train(run_dir: Path, root: Path, *extra: str) -> list[str]:
             "callbacks.model_checkpoint.monitor=null", *extra]  # fmt: skip
 
 
+# The fast set covers both halves: SIGUSR2 within one process above, auto_resume in tests/test_resume.py.
+@pytest.mark.slow
 def test_sigusr2_to_a_local_run_then_auto_resume_gives_the_uninterrupted_weights(tiny_mnist_root, tmp_path):
     env, gan_train = {**os.environ, **ENV}, str(Path(sys.executable).parent / "gan-train")
     reference = subprocess.Popen([gan_train, *_train(tmp_path / "reference", tiny_mnist_root)], env=env, cwd=tmp_path,

@@ -107,6 +107,8 @@ def test_wandb_goes_offline_without_a_key_or_a_network(monkeypatch, tmp_path):
     assert wandb_should_run_offline() == (False, "WANDB_MODE=online")
 
 
+# Every experiment composes and instantiates in tests/test_configs.py (fast); this trains and tests each one.
+@pytest.mark.slow
 def test_every_experiment_runs_end_to_end_in_one_multirun(tmp_path):
     """`gan-train -m experiment=glob(*) debug=fast` on tiny files of every dataset (the toy has no files, so the
     root comes from GAN_DATA_ROOT rather than a data.root override; md5 checks are off for these files)."""

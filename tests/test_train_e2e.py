@@ -56,8 +56,8 @@ def _train_metrics(run_dir, root, *extra):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_bf16_mixed_precision_trains_like_fp32(tiny_mnist_root, tmp_path):
-    fp32 = _train_metrics(tmp_path / "fp32", tiny_mnist_root)
+def test_bf16_mixed_precision_trains_like_fp32(fast_run, tiny_mnist_root, tmp_path):
+    fp32 = json.loads((fast_run / "metrics.json").read_text())  # the same command without the precision override
     bf16 = _train_metrics(tmp_path / "bf16", tiny_mnist_root, "trainer.precision=bf16-mixed")
     for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "val/parzen_ll"):
         assert math.isfinite(bf16[key])
@@ -67,13 +67,14 @@ def test_bf16_mixed_precision_trains_like_fp32(tiny_mnist_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_torch_compile_switch_trains_like_eager(tiny_mnist_root, tmp_path):
-    eager = _train_metrics(tmp_path / "eager", tiny_mnist_root)
+def test_torch_compile_switch_trains_like_eager(fast_run, tiny_mnist_root, tmp_path):
+    eager = json.loads((fast_run / "metrics.json").read_text())  # the same command without model.compile
     compiled = _train_metrics(tmp_path / "compiled", tiny_mnist_root, "model.compile=true")
     for key in ("train/d_loss", "train/g_loss", "val/parzen_ll"):
         assert abs(compiled[key] - eager[key]) < 1e-3 * max(1.0, abs(eager[key])), key
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason=f"real MNIST not found under {SHARED_DATA}")
 def test_on_real_mnist_the_discriminator_learns_to_separate_real_from_generated(tmp_path):
     """The paper's recipe, 400 batches: D starts undecided (tiny init), then D(x) rises and D(G(z)) falls."""
