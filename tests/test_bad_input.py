@@ -112,7 +112,7 @@ def test_missing_data_offline_names_the_folder_and_the_fix(tmp_path):
                      cwd=tmp_path)  # fmt: skip
     _assert_clean_failure(result, ["MNIST not found in", "empty/MNIST/raw", "Fix: set data.root"])
     assert result.stderr.strip().splitlines()[-1].startswith("error: MNIST not found")
-    # what tests/test_console.py's run that fails before training checks, on this same run (that one is in the slow set)
+    # a run that fails before training leaves only its FAILED file, and prints one line
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: MNIST not found"), result.stderr

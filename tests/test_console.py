@@ -99,20 +99,6 @@ def test_no_lock_file_is_left_and_gan_eval_leaves_no_folder(thirty_batches):
     assert "Tip" not in result.stdout + result.stderr
 
 
-# The same command, with every check below, runs by default: test_bad_input.py::test_missing_data_offline_...
-@pytest.mark.slow
-def test_a_run_that_fails_before_training_leaves_only_its_failed_file(tmp_path):
-    run_dir = tmp_path / "run"
-    result = run_cli("gan-train", f"data.root={tmp_path / 'empty'}", "data.download=false", f"hydra.run.dir={run_dir}",
-                     cwd=tmp_path)  # fmt: skip
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: MNIST not found"), result.stderr
-    assert "/path/to/data" in errors[0]
-    assert [p.name for p in run_dir.iterdir()] == ["FAILED"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nor an empty data folder
-
-
 def test_gan_eval_that_fails_writes_and_removes_nothing_where_it_runs(tmp_path):
     (tmp_path / "samples").mkdir()  # e.g. started inside a run folder
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
