@@ -188,12 +188,14 @@ def train_fused(dataset: str, seeds: list[int], fold: int | None, args, extra: l
 
 def total_hours(results: list) -> float:
     """Training time of the runs: a fused group's time once, however many seeds it trained."""
-    seconds, groups = 0.0, set()
+    seconds, counted = 0.0, set()
     for _, m in results:
         group = tuple(m.get("fused_seeds") or ())
-        if not group or group not in groups:
-            seconds += m.get("wall_seconds") or float("nan")
-            groups.add(group) if group else None
+        if group in counted:
+            continue
+        if group:
+            counted.add(group)
+        seconds += m.get("wall_seconds") or float("nan")
     return seconds / 3600
 
 

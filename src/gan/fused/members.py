@@ -60,6 +60,7 @@ class MemberRun:
     stopped: bool = False  # a callback of this member set trainer.should_stop (e.g. early stopping)
     trainer: MemberTrainer | None = None
     _row: dict[str, float] = field(default_factory=dict)  # logged since the last flush: one row per step
+    hooked: dict[str, list[Callback]] = field(default_factory=dict)  # hook -> its callbacks overriding it
 
     @property
     def folder(self) -> Path:
@@ -141,6 +142,7 @@ class MemberRuns(Callback):
                 raise NotFusable(f"callback hook {unsupported[0]} is not passed on to the members of a fused run")
             # Lightning runs checkpoint callbacks last, after the callbacks that log what they monitor
             run.callbacks.sort(key=lambda c: isinstance(c, Checkpoint))
+            run.hooked = {hook: [c for c in run.callbacks if _overrides(c, hook)] for hook in FORWARDED}  # once, not per batch
         self._dump: tuple[tuple, dict, dict] | None = None
 
     @property
@@ -152,8 +154,7 @@ class MemberRuns(Callback):
         return [run.position for run in self.active]
 
     def _each(self, hook: str, pl_module, *args, slice_batch: bool = False) -> None:
-        callers = [(run, [c for c in run.callbacks if _overrides(c, hook)]) for run in self.active]
-        callers = [(run, callbacks) for run, callbacks in callers if callbacks]
+        callers = [(run, run.hooked[hook]) for run in self.active if run.hooked[hook]]
         if callers and hook not in PER_BATCH_HOOKS:  # weights copied only where a callback will look at them
             pl_module.sync_members(self.live_positions())
         for run, callbacks in callers:
@@ -208,9 +209,8 @@ class MemberRuns(Callback):
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         for run in self.active:
-            for callback in run.callbacks:
-                if _overrides(callback, "on_exception"):
-                    callback.on_exception(run.trainer, run.module, exception)
+            for callback in run.hooked["on_exception"]:
+                callback.on_exception(run.trainer, run.module, exception)
 
     # --- state: each member's callbacks, inside the fused checkpoint -----------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -280,11 +280,10 @@ def member_checkpoint(fused: dict[str, Any], run: MemberRun, members: int, share
     loader_states = loops.get("fit_loop", {}).get("state_dict", {}).get("combined_loader")
     if loader_states:  # the fused training loader's state holds every member's loader state
         loops["fit_loop"]["state_dict"]["combined_loader"] = [state["members"][i] for state in loader_states]
-    checkpoint = {**{key: value for key, value in fused.items()
-                     if key not in ("state_dict", "optimizer_states", "loops", "callbacks")},  # fmt: skip
-                  "state_dict": state_dict, **({"optimizer_states": optimizer_states} if "optimizer_states" in fused else {}),
-                  "loops": loops,
-                  "callbacks": {**shared_callbacks, **_callback_states(run.callbacks)}}
+    checkpoint = {key: value for key, value in fused.items() if key not in ("state_dict", "optimizer_states")}
+    checkpoint.update(state_dict=state_dict, loops=loops, callbacks={**shared_callbacks, **_callback_states(run.callbacks)})
+    if "optimizer_states" in fused:  # absent from a weights-only checkpoint
+        checkpoint["optimizer_states"] = optimizer_states
     run.module.on_save_checkpoint(checkpoint)
     for callback in run.callbacks:
         callback.on_save_checkpoint(run.trainer, run.module, checkpoint)

@@ -11,7 +11,13 @@ from torch import nn
 from torch.func import vmap
 
 from gan.fused import NotFusable
-from gan.fused.networks import MemberRandomness, check_fused_forward, fuse_networks, member_slice, stack_into
+from gan.fused.networks import (
+    MemberRandomness,
+    check_fused_forward,
+    fuse_networks,
+    member_slice,
+    stack_into,
+)
 from gan.module import GAN
 from gan.objectives import Objective
 
@@ -84,7 +90,7 @@ class FusedGAN(GAN):
         check_fused_forward(self.discriminator, [m.discriminator for m in members], example, "model.discriminator")
         self.randomness = randomness
         self.members = list(members)  # a plain list: not submodules, so the state_dict holds the stacked weights only
-        self.evaluation: dict[str, dict[str, list]] = {}  # stage -> statistic -> [sum over batches, images]
+        self.evaluation: dict[str, dict[str, tuple]] = {}  # stage -> statistic -> (sum over batches, images)
         self._member_generators: list[torch.Generator] = []
 
     # --- the step: the parent's, with one loss per member -------------------------------------------------------
@@ -114,11 +120,10 @@ class FusedGAN(GAN):
 
     def _log_evaluation(self, stage: str, stats: dict[str, torch.Tensor], batch_size: int) -> None:
         # Lightning's epoch mean of a logged value, per member: a sum weighted by batch size, divided at the end.
-        images = batch_size
         sums = self.evaluation.setdefault(stage, {})
         for name, value in stats.items():
             total, count = sums.get(name, (0.0, 0))
-            sums[name] = (total + value.detach() * images, count + images)
+            sums[name] = (total + value.detach() * batch_size, count + batch_size)
 
     def take_evaluation(self, stage: str) -> dict[str, torch.Tensor]:
         """Each statistic's epoch mean, (members,), and a fresh start for the next epoch."""
@@ -138,13 +143,14 @@ class FusedGAN(GAN):
         """Each member's weights, EMA and counters as they are in the fused model now (`positions`: these members
         only; one that stopped or failed keeps the weights it had then)."""
         positions = range(len(self.members)) if positions is None else positions
-        for i in positions:
-            member = self.members[i]
+        members = {i: self.members[i] for i in positions}
+        for member in members.values():
             member.to(self.device)
             member.batches_seen, member.steps = self.batches_seen, dict(self.steps)
-            member_slice(self.generator, member.generator, i)
-            member_slice(self.discriminator, member.discriminator, i)
-            if self.generator_ema is not None:
-                member_slice(self.generator_ema.module, member.generator_ema.module, i)
+        member_slice(self.generator, {i: m.generator for i, m in members.items()})
+        member_slice(self.discriminator, {i: m.discriminator for i, m in members.items()})
+        if self.generator_ema is not None:
+            member_slice(self.generator_ema.module, {i: m.generator_ema.module for i, m in members.items()})
+            for member in members.values():
                 member.generator_ema.n_averaged.copy_(self.generator_ema.n_averaged)
                 member.generator_ema._started = self.generator_ema._started

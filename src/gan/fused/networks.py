@@ -121,12 +121,13 @@ def _install_forwards(fused: nn.Module, member: nn.Module, randomness: MemberRan
             _install_forwards(child, member_child, randomness, f"{where}.{name}")
 
 
-def member_slice(fused: nn.Module, member: nn.Module, i: int) -> None:
-    """Copy member i's share of the stacked weights into that member's own network (no autograd)."""
+def member_slice(fused: nn.Module, members: dict[int, nn.Module]) -> None:
+    """Copy member i's share of the stacked weights into its own network, for each `i: network` (no autograd)."""
     with torch.no_grad():
         stacked = fused.state_dict(keep_vars=True)
-        for name, tensor in member.state_dict(keep_vars=True).items():
-            tensor.copy_(stacked[name][i])
+        for i, member in members.items():
+            for name, tensor in member.state_dict(keep_vars=True).items():
+                tensor.copy_(stacked[name][i])
 
 
 def stack_into(fused: nn.Module, members: Sequence[nn.Module]) -> None:

@@ -140,16 +140,16 @@ class FusedGroup:
 
 
 def _group_last_checkpoint(cfg: DictConfig, folder: Path):
-    """The group's own last.ckpt (all members' stacked state, the resume point) at the members' save points."""
+    """The group's own last.ckpt (all members' stacked state, the resume point): the jobs' model_checkpoint with its
+    save points, writing last.ckpt only, into the group's folder."""
     from gan.callbacks import LastAndBestCheckpoint
+    from gan.utils.instantiate import build
 
     node = OmegaConf.select(cfg, "callbacks.model_checkpoint")
-    keys = ("every_n_epochs", "every_n_train_steps", "train_time_interval")
-    when = {key: node.get(key) for key in keys if node is not None and node.get(key) is not None}
-    if isinstance(when.get("train_time_interval"), str):  # as Lightning's callbacks config gives it
-        when["train_time_interval"] = OmegaConf.to_object(node)["train_time_interval"]
-    return LastAndBestCheckpoint(dirpath=str(folder), monitor=None, save_top_k=0, save_last=True,
-                                 enable_version_counter=False, **when)  # fmt: skip
+    only_last = {"monitor": None, "save_top_k": 0, "save_last": True}
+    if node is None:
+        return LastAndBestCheckpoint(dirpath=str(folder), enable_version_counter=False, **only_last)
+    return build(node, "callbacks.model_checkpoint", dirpath=str(folder), **only_last)
 
 
 def _test_and_record(run, shared_callbacks: list, epochs: int, started: float) -> dict[str, float]:

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override, filter_overrides, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    env_override,
+    filter_overrides,
+    setup_globals,
+)
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 log = logging.getLogger("gan")
@@ -133,9 +140,7 @@ class FusedLauncher(BasicLauncher):
             if fused is not None:
                 with env_override(configs[0][0].hydra.job.env_set):  # the jobs differ in their seed only
                     results = fused.run()
-        except GANError as error:  # the group's failure is every member's
-            results = [error] * len(group)
-        except Exception as error:  # a bug: each job reports it as Hydra's run_job would
+        except Exception as error:  # the group's failure is every member's (a GANError in one line, a bug in full)
             results = [error] * len(group)
         finally:
             for handler in extra_logs:
