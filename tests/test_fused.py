@@ -227,6 +227,19 @@ def test_a_fused_network_computes_each_members_pass_its_gradients_and_statistics
         assert torch.allclose(fused(inputs), torch.stack([m(x) for m, x in zip(members, inputs)]), atol=1e-5)
 
 
+def test_an_objective_that_vmap_cannot_batch_is_refused_in_one_line():
+    from gan.fused.module import FusedObjective
+    from gan.objectives import GAN2014
+
+    class ReadsBack(GAN2014):  # a user's objective that reads a value back to Python inside its loss
+        def generator_loss(self, fake_out):
+            return fake_out.mean() * float(fake_out.max().item() > 0)
+
+    FusedObjective(GAN2014()).check_batchable(3)
+    with pytest.raises(NotFusable, match=r"model.objective \(ReadsBack.*\) cannot be fused"):
+        FusedObjective(ReadsBack()).check_batchable(3)
+
+
 class _MixesMembers(nn.Module):
     """A network whose own forward (not a submodule's) reshapes by the first dimension, beside a dropout layer."""
 

@@ -44,6 +44,14 @@ class FusedObjective(Objective):
         super().__init__()
         self.objective, self.probability_outputs = objective, objective.probability_outputs
 
+    def check_batchable(self, members: int) -> None:
+        """Refuse, before training, an objective whose losses vmap cannot batch (e.g. one calling `.item()`)."""
+        outputs = torch.zeros(members, 2)
+        try:
+            self.discriminator_loss(outputs, outputs), self.generator_loss(outputs), self.d_statistics(outputs, outputs)
+        except RuntimeError as error:
+            raise NotFusable(f"model.objective ({self.objective!r}) cannot be fused ({str(error).splitlines()[0]})") from None
+
     def discriminator_loss(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
         return vmap(self.objective.discriminator_loss)(real_out, fake_out)
 
@@ -88,6 +96,7 @@ class FusedGAN(GAN):
             example = first.generator.eval()(example)
         first.generator.train()
         check_fused_forward(self.discriminator, [m.discriminator for m in members], example, "model.discriminator")
+        self.objective.check_batchable(len(members))
         self.randomness = randomness
         self.members = list(members)  # a plain list: not submodules, so the state_dict holds the stacked weights only
         self.evaluation: dict[str, dict[str, tuple]] = {}  # stage -> statistic -> (sum over batches, images)
